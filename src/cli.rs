@@ -1,0 +1,104 @@
+//! Command-line interface: flags grouped by concern with clap `flatten`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "otel-injector", version, about = "Injects OpenTelemetry Python auto-instrumentation into pods")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the admission webhook (HTTPS) and its admin port (HTTP).
+    Serve(ServeArgs),
+    /// Write a CA and a serving certificate for the webhook Service.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "OTEL_INJECTOR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, RUST_LOG syntax (RUST_LOG wins when set).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// YAML config; without it the built-in cxtm profile (manifests/config.yaml) is used.
+    #[arg(long, env = "OTEL_INJECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Serving certificate chain (PEM). Without it a self-signed CA and cert are made at start.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), e.g. the API server's.
+    #[arg(long)]
+    pub client_ca: Option<PathBuf>,
+    /// Where the self-signed CA and cert go when no --tls-cert is given.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("otel-injector-certs"))]
+    pub self_signed_dir: PathBuf,
+    /// How often the cert and key files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub cert_reload_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Webhook address (HTTPS).
+    #[arg(long, default_value = "0.0.0.0:8443", env = "OTEL_INJECTOR_LISTEN")]
+    pub listen: SocketAddr,
+    /// Admin address (plain HTTP: /livez, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:9090", env = "OTEL_INJECTOR_ADMIN_LISTEN")]
+    pub admin_listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Largest request body accepted, in bytes (larger: HTTP 413).
+    #[arg(long, default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// After SIGTERM, seconds to keep accepting while endpoints are withdrawn.
+    #[arg(long, default_value_t = 2)]
+    pub shutdown_delay_seconds: u64,
+    /// After that, seconds in-flight requests get to finish.
+    #[arg(long, default_value_t = 20)]
+    pub drain_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Output directory for ca.crt, tls.crt and tls.key.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Service name of the webhook.
+    #[arg(long, default_value = "otel-injector")]
+    pub service: String,
+    /// Namespace of the webhook Service.
+    #[arg(long, default_value = "otel-injector")]
+    pub namespace: String,
+    /// Extra DNS names or IPs for the certificate.
+    #[arg(long = "san")]
+    pub extra_sans: Vec<String>,
+}

@@ -1,0 +1,271 @@
+//! Operator-side configuration: what gets injected and where.
+//!
+//! The built-in default is the `cxtm` profile: exactly the configuration the
+//! platform team reached by hand for `cxtm-logstream`
+//! (`manifests/config.yaml` holds the same values as a file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indexmap::IndexMap;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use serde::{Deserialize, Serialize};
+
+/// The seed's auto-instrumentation image.
+pub const DEFAULT_IMAGE: &str =
+    "ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-python:0.54b1";
+/// Init container and volume name; also the OpenTelemetry Operator's, so pods
+/// the operator already injected are recognised.
+pub const DEFAULT_NAME: &str = "opentelemetry-auto-instrumentation-python";
+pub const DEFAULT_MOUNT_PATH: &str = "/otel-auto-instrumentation";
+pub const DEFAULT_ENDPOINT: &str = "http://cxtvng-splunk-otel-collector-agent.ao.svc.cluster.local:4318";
+pub const DEFAULT_PROTOCOL: &str = "http/protobuf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("config setting `{setting}` is invalid: {reason}")]
+    Invalid { setting: &'static str, reason: String },
+}
+
+/// Everything the webhook injects, as the operator of the webhook sets it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Namespaces whose pods are injected without any annotation.
+    pub namespaces: Vec<String>,
+    /// Auto-instrumentation image copied into the shared volume.
+    pub image: String,
+    /// `imagePullPolicy` of the init container; unset leaves the cluster default.
+    pub image_pull_policy: Option<String>,
+    /// Name of the init container; also the marker of an already injected pod.
+    pub init_container_name: String,
+    /// Name of the shared emptyDir volume.
+    pub volume_name: String,
+    /// Where the volume is mounted, in the init container and the app containers.
+    pub mount_path: String,
+    /// `sizeLimit` of the emptyDir (a Kubernetes quantity such as `200Mi`); unset: no limit.
+    pub volume_size_limit: Option<String>,
+    /// Resources of the init container; unset: none.
+    pub init_container_resources: Option<ResourceRequirements>,
+    pub exporter: Exporter,
+    /// Extra env for instrumented containers (lower precedence than the container's own).
+    pub env: Vec<EnvVar>,
+    /// Extra `OTEL_RESOURCE_ATTRIBUTES` entries, in order, before the generated ones.
+    pub resource_attributes: IndexMap<String, String>,
+    /// Also add the operator's `k8s.*` resource attributes (pod, node, owner names).
+    pub kubernetes_resource_attributes: bool,
+    /// Entries added to the pod's nodeSelector (a key the pod already sets is kept).
+    pub node_selector: BTreeMap<String, String>,
+    pub command_wrapper: CommandWrapper,
+    /// Container names never chosen as the default target.
+    pub sidecars: Vec<String>,
+    /// Default libc of the app images: `glibc` or `musl`.
+    pub platform: Platform,
+    /// Whether a pod may name an Instrumentation in another namespace.
+    pub allow_cross_namespace_instrumentation: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Exporter {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; unset: not generated.
+    pub endpoint: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CommandWrapper {
+    /// Wrap a container `command` that starts with a Python interpreter.
+    pub enabled: bool,
+    /// Interpreter that runs `opentelemetry-instrument`; empty: the container's own.
+    pub interpreter: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Glibc,
+    Musl,
+}
+
+impl Platform {
+    /// Directory in the auto-instrumentation image to copy from.
+    pub fn source_dir(self) -> &'static str {
+        match self {
+            Platform::Glibc => "/autoinstrumentation/.",
+            Platform::Musl => "/autoinstrumentation-musl/.",
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "glibc" => Ok(Platform::Glibc),
+            "musl" => Ok(Platform::Musl),
+            other => Err(format!("unknown platform {other:?} (expected glibc or musl)")),
+        }
+    }
+}
+
+impl Default for Exporter {
+    fn default() -> Self {
+        Exporter { endpoint: Some(DEFAULT_ENDPOINT.to_owned()), protocol: DEFAULT_PROTOCOL.to_owned() }
+    }
+}
+
+impl Default for CommandWrapper {
+    fn default() -> Self {
+        CommandWrapper { enabled: true, interpreter: "python3".to_owned() }
+    }
+}
+
+/// Sidecars injected by meshes and agents: never the app container.
+pub const KNOWN_SIDECARS: &[&str] = &[
+    "istio-proxy",
+    "istio-init",
+    "linkerd-proxy",
+    "linkerd-init",
+    "envoy",
+    "envoy-sidecar",
+    "consul-dataplane",
+    "vault-agent",
+    "vault-agent-init",
+    "cloud-sql-proxy",
+    "cloudsql-proxy",
+    "datadog-agent",
+    "otc-container",
+    "otel-collector",
+    "fluent-bit",
+    "fluentd",
+    "kuma-sidecar",
+    "dapr-sidecar",
+    "aws-xray-daemon",
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespaces: vec!["cxtm".to_owned()],
+            image: DEFAULT_IMAGE.to_owned(),
+            image_pull_policy: None,
+            init_container_name: DEFAULT_NAME.to_owned(),
+            volume_name: DEFAULT_NAME.to_owned(),
+            mount_path: DEFAULT_MOUNT_PATH.to_owned(),
+            volume_size_limit: None,
+            init_container_resources: None,
+            exporter: Exporter::default(),
+            env: vec![EnvVar {
+                name: "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED".to_owned(),
+                value: Some("true".to_owned()),
+                value_from: None,
+            }],
+            resource_attributes: IndexMap::from([(
+                "deployment.environment".to_owned(),
+                "production".to_owned(),
+            )]),
+            kubernetes_resource_attributes: false,
+            node_selector: BTreeMap::from([("ao-node".to_owned(), "observability".to_owned())]),
+            command_wrapper: CommandWrapper::default(),
+            sidecars: KNOWN_SIDECARS.iter().map(|s| (*s).to_owned()).collect(),
+            platform: Platform::Glibc,
+            allow_cross_namespace_instrumentation: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a YAML config file. Keys left out take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: display, source },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = serde_yaml_ng::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: "<inline>".to_owned(), source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_owned() });
+        if self.image.trim().is_empty() {
+            return invalid("image", "must name an image");
+        }
+        if !self.mount_path.starts_with('/') || self.mount_path.len() < 2 {
+            return invalid("mountPath", "must be an absolute path other than /");
+        }
+        if self.mount_path.contains(':') {
+            return invalid("mountPath", "must not contain ':' (it is joined into PYTHONPATH)");
+        }
+        for (setting, name) in [("initContainerName", &self.init_container_name), ("volumeName", &self.volume_name)] {
+            if !is_dns_label(name) {
+                return invalid(setting, "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)");
+            }
+        }
+        if self.exporter.protocol.trim().is_empty() {
+            return invalid("exporter.protocol", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_is_the_builtin_profile() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/config.yaml");
+        assert_eq!(Config::from_file(&path).expect("manifests/config.yaml loads"), Config::default());
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(Config::from_yaml("{}").expect("empty config"), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_yaml("imagee: foo").expect_err("typo must fail").to_string();
+        assert!(err.contains("imagee"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_name_the_setting() {
+        let err = Config::from_yaml("mountPath: relative").expect_err("relative").to_string();
+        assert!(err.contains("mountPath"), "{err}");
+        let err = Config::from_yaml("volumeName: Bad_Name").expect_err("bad name").to_string();
+        assert!(err.contains("volumeName"), "{err}");
+    }
+}

@@ -1,0 +1,512 @@
+//! The pure mutation: a pod and resolved settings in, a JSON Patch and a
+//! decision out. No I/O, no clock, no globals: the server, the offline CLI,
+//! the benchmarks and the fuzzer all call [`inject`].
+//!
+//! The patch only appends to arrays and sets object members, so everything
+//! the pod already had survives: the seed's hand-made `kubectl patch`
+//! commands replaced whole arrays and would have wiped existing env and volumes.
+
+pub mod command;
+pub mod patch;
+pub mod workload;
+
+use std::collections::{BTreeMap, HashSet};
+
+use indexmap::IndexMap;
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceRequirements, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::Value;
+
+use crate::config::{CommandWrapper, Config, Platform};
+use command::Wrap;
+use patch::{PatchBuilder, pointer};
+pub use workload::Workload;
+
+/// Annotations the patch writes so anyone can read the outcome from the pod.
+pub const STATUS_ANNOTATION: &str = "otel-injector.io/status";
+pub const CONTAINERS_ANNOTATION: &str = "otel-injector.io/containers";
+pub const REASON_ANNOTATION: &str = "otel-injector.io/reason";
+pub const VERSION_ANNOTATION: &str = "otel-injector.io/version";
+
+/// Init container names that mean "already instrumented for Python": ours
+/// (configurable) and the OpenTelemetry Operator's.
+pub const OPERATOR_INIT_CONTAINER: &str = "opentelemetry-auto-instrumentation-python";
+
+/// Everything the mutation needs to know about what to inject, already
+/// resolved from the config and, where one applies, an Instrumentation resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub init_container_name: String,
+    pub volume_name: String,
+    pub mount_path: String,
+    pub volume_size_limit: Option<String>,
+    pub init_container_resources: Option<ResourceRequirements>,
+    pub endpoint: Option<String>,
+    pub protocol: String,
+    /// Env in precedence order, first wins (`python.env`, then `spec.env`, then config).
+    pub env: Vec<EnvVar>,
+    pub resource_attributes: IndexMap<String, String>,
+    pub kubernetes_resource_attributes: bool,
+    pub propagators: Vec<String>,
+    pub sampler: Option<Sampler>,
+    pub node_selector: BTreeMap<String, String>,
+    pub command_wrapper: CommandWrapper,
+    pub sidecars: Vec<String>,
+    pub platform: Platform,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sampler {
+    pub kind: String,
+    pub argument: Option<String>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            image: config.image.clone(),
+            image_pull_policy: config.image_pull_policy.clone(),
+            init_container_name: config.init_container_name.clone(),
+            volume_name: config.volume_name.clone(),
+            mount_path: config.mount_path.trim_end_matches('/').to_owned(),
+            volume_size_limit: config.volume_size_limit.clone(),
+            init_container_resources: config.init_container_resources.clone(),
+            endpoint: config.exporter.endpoint.clone(),
+            protocol: config.exporter.protocol.clone(),
+            env: config.env.clone(),
+            resource_attributes: config.resource_attributes.clone(),
+            kubernetes_resource_attributes: config.kubernetes_resource_attributes,
+            propagators: Vec::new(),
+            sampler: None,
+            node_selector: config.node_selector.clone(),
+            command_wrapper: config.command_wrapper.clone(),
+            sidecars: config.sidecars.clone(),
+            platform: config.platform,
+        }
+    }
+
+    /// `<mount>/opentelemetry/instrumentation/auto_instrumentation`, where `sitecustomize` lives.
+    pub fn pythonpath_prefix(&self) -> String {
+        format!("{}/opentelemetry/instrumentation/auto_instrumentation", self.mount_path)
+    }
+}
+
+/// Per-pod choices made from annotations by the policy layer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request<'a> {
+    pub namespace: &'a str,
+    /// `request.name` of the AdmissionReview (may be empty for `generateName` pods).
+    pub name: &'a str,
+    /// Explicit target containers (`container-names` annotations); `None`: the default target.
+    pub container_names: Option<Vec<String>>,
+    /// Platform chosen by annotation; `None`: the settings' default.
+    pub platform: Option<Platform>,
+    /// The owning workload, when the caller resolved it from a cache.
+    pub workload: Option<Workload>,
+}
+
+/// What happened to one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerReport {
+    pub name: String,
+    pub instrumented: bool,
+    pub wrapped: bool,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Injected,
+    /// The pod already carries an auto-instrumentation init container.
+    AlreadyInjected { marker: String },
+    /// In scope, but nothing could be instrumented safely.
+    Skipped { reason: String },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Injected => "injected",
+            Outcome::AlreadyInjected { .. } => "already-injected",
+            Outcome::Skipped { .. } => "skipped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injection {
+    pub outcome: Outcome,
+    pub patch: Patch,
+    pub containers: Vec<ContainerReport>,
+    /// Messages for the admission response's `warnings`.
+    pub warnings: Vec<String>,
+}
+
+/// Computes the patch that instruments `pod`. Never fails: anything it cannot
+/// do safely becomes a skip with a reason.
+pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injection {
+    let spec = match pod.spec.as_ref() {
+        Some(spec) => spec,
+        None => return skipped(pod, Vec::new(), Vec::new(), "pod has no spec".into()),
+    };
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    if let Some(marker) = init_containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| *n == settings.init_container_name || *n == OPERATOR_INIT_CONTAINER)
+    {
+        return Injection {
+            outcome: Outcome::AlreadyInjected { marker: marker.to_owned() },
+            patch: Patch(Vec::new()),
+            containers: Vec::new(),
+            warnings: Vec::new(),
+        };
+    }
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    if volumes.iter().any(|v| v.name == settings.volume_name) {
+        let reason = format!(
+            "pod already has a volume named {:?} but no init container {:?}; not injecting to avoid a clash",
+            settings.volume_name, settings.init_container_name
+        );
+        return skipped(pod, Vec::new(), vec![reason.clone()], reason);
+    }
+
+    let mut warnings = Vec::new();
+    let targets = choose_targets(&spec.containers, settings, request, &mut warnings);
+    let mut reports = Vec::new();
+    let mut patch = PatchBuilder::default();
+    let pythonpath_prefix = settings.pythonpath_prefix();
+    let service_name = workload::service_name(pod, request.workload.as_ref(), request.name);
+    let fallback_workload = workload::workload_from_names(pod);
+    let workload = request.workload.as_ref().or(fallback_workload.as_ref());
+
+    for (index, container) in spec.containers.iter().enumerate() {
+        if !targets.contains(&index) {
+            continue;
+        }
+        match plan_container(container, settings, &pythonpath_prefix) {
+            Err(reason) => reports.push(ContainerReport {
+                name: container.name.clone(),
+                instrumented: false,
+                wrapped: false,
+                reason,
+            }),
+            Ok(plan) => {
+                let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
+                let path = |rest: &[&str]| pointer(base.iter().map(String::as_str).chain(rest.iter().copied()));
+                let mount = VolumeMount {
+                    mount_path: settings.mount_path.clone(),
+                    name: settings.volume_name.clone(),
+                    ..Default::default()
+                };
+                patch.append(path(&["volumeMounts"]), container.volume_mounts.is_some(), &mount);
+                if let Some((env_index, value)) = plan.pythonpath_update {
+                    patch.add(path(&["env", &env_index.to_string(), "value"]), Value::String(value));
+                }
+                let generated = generated_env(pod, container, settings, request, &service_name, workload, &pythonpath_prefix);
+                let mut has_env = container.env.is_some();
+                for var in generated {
+                    patch.append(path(&["env"]), has_env, &var);
+                    has_env = true;
+                }
+                let (wrapped, reason) = match plan.wrap {
+                    Wrap::Wrapped(new_command) => {
+                        patch.add_typed(path(&["command"]), &new_command);
+                        (true, "instrumented; command wrapped with opentelemetry-instrument".to_owned())
+                    }
+                    Wrap::NotWrapped(why) => (false, format!("instrumented; command not wrapped: {why}")),
+                };
+                reports.push(ContainerReport { name: container.name.clone(), instrumented: true, wrapped, reason });
+            }
+        }
+    }
+
+    let instrumented: Vec<&ContainerReport> = reports.iter().filter(|r| r.instrumented).collect();
+    if instrumented.is_empty() {
+        let reason = if reports.is_empty() {
+            "no container to instrument".to_owned()
+        } else {
+            reports.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ")
+        };
+        warnings.push(format!("otel-injector: pod not instrumented: {reason}"));
+        return skipped(pod, reports, warnings, reason);
+    }
+
+    // Pod-level additions come after the containers so container indexes stay valid.
+    let first = instrumented[0];
+    let security_context = spec
+        .containers
+        .iter()
+        .find(|c| c.name == first.name)
+        .and_then(|c| c.security_context.clone());
+    let platform = request.platform.unwrap_or(settings.platform);
+    let init = Container {
+        name: settings.init_container_name.clone(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        command: Some(vec![
+            "cp".into(),
+            "-r".into(),
+            platform.source_dir().into(),
+            format!("{}/", settings.mount_path),
+        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            mount_path: settings.mount_path.clone(),
+            name: settings.volume_name.clone(),
+            ..Default::default()
+        }]),
+        resources: settings.init_container_resources.clone(),
+        // Under a restricted Pod Security level an init container without
+        // the app's securityContext would get the whole pod rejected.
+        security_context,
+        ..Default::default()
+    };
+    patch.append(pointer(["spec", "initContainers"]), spec.init_containers.is_some(), &init);
+    let volume = Volume {
+        name: settings.volume_name.clone(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: settings.volume_size_limit.clone().map(Quantity),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    patch.append(pointer(["spec", "volumes"]), spec.volumes.is_some(), &volume);
+    add_node_selector(&mut patch, spec.node_selector.as_ref(), &settings.node_selector, &mut warnings);
+
+    let names: Vec<&str> = instrumented.iter().map(|r| r.name.as_str()).collect();
+    let reason = reports.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+    status_annotations(&mut patch, pod, "injected", &names.join(","), &reason);
+    Injection { outcome: Outcome::Injected, patch: patch.build(), containers: reports, warnings }
+}
+
+fn skipped(pod: &Pod, containers: Vec<ContainerReport>, warnings: Vec<String>, reason: String) -> Injection {
+    let mut patch = PatchBuilder::default();
+    status_annotations(&mut patch, pod, "skipped", "", &reason);
+    Injection { outcome: Outcome::Skipped { reason }, patch: patch.build(), containers, warnings }
+}
+
+/// Writes the outcome annotations, only where they differ from what the pod
+/// already says, so a re-admission of our own output yields an empty patch.
+fn status_annotations(patch: &mut PatchBuilder, pod: &Pod, status: &str, containers: &str, reason: &str) {
+    let existing = pod.metadata.annotations.as_ref();
+    let mut wanted = vec![(STATUS_ANNOTATION, status), (VERSION_ANNOTATION, env!("CARGO_PKG_VERSION"))];
+    if !containers.is_empty() {
+        wanted.push((CONTAINERS_ANNOTATION, containers));
+    }
+    wanted.push((REASON_ANNOTATION, reason));
+    let missing: Vec<(&str, &str)> = wanted
+        .into_iter()
+        .filter(|(k, v)| existing.and_then(|a| a.get(*k)).map(String::as_str) != Some(*v))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    match existing {
+        None => {
+            let map: serde_json::Map<String, Value> =
+                missing.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
+            patch.add(pointer(["metadata", "annotations"]), Value::Object(map));
+        }
+        Some(_) => {
+            for (k, v) in missing {
+                patch.add(pointer(["metadata", "annotations", k]), Value::String(v.to_owned()));
+            }
+        }
+    }
+}
+
+fn add_node_selector(
+    patch: &mut PatchBuilder,
+    existing: Option<&BTreeMap<String, String>>,
+    wanted: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) {
+    if wanted.is_empty() {
+        return;
+    }
+    match existing {
+        None => patch.add_typed(pointer(["spec", "nodeSelector"]), wanted),
+        Some(existing) => {
+            for (key, value) in wanted {
+                match existing.get(key) {
+                    None => patch.add(pointer(["spec", "nodeSelector", key]), Value::String(value.clone())),
+                    Some(v) if v == value => {}
+                    Some(v) => warnings.push(format!(
+                        "otel-injector: nodeSelector {key}={v} set by the pod is kept (config wants {key}={value})"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// Indexes of the containers to instrument.
+fn choose_targets(containers: &[Container], settings: &Settings, request: &Request<'_>, warnings: &mut Vec<String>) -> Vec<usize> {
+    match &request.container_names {
+        Some(names) => {
+            let mut targets = Vec::new();
+            for name in names {
+                match containers.iter().position(|c| &c.name == name) {
+                    Some(i) if !targets.contains(&i) => targets.push(i),
+                    Some(_) => {}
+                    None => warnings.push(format!(
+                        "otel-injector: container {name:?} named in the container-names annotation is not in the pod"
+                    )),
+                }
+            }
+            targets.sort_unstable();
+            targets
+        }
+        None => containers
+            .iter()
+            .position(|c| !settings.sidecars.iter().any(|s| s == &c.name))
+            .into_iter()
+            .collect(),
+    }
+}
+
+struct ContainerPlan {
+    /// Index in `env` of a user PYTHONPATH and its merged value.
+    pythonpath_update: Option<(usize, String)>,
+    wrap: Wrap,
+}
+
+fn plan_container(container: &Container, settings: &Settings, prefix: &str) -> Result<ContainerPlan, String> {
+    let env = container.env.as_deref().unwrap_or_default();
+    let mut pythonpath_update = None;
+    if let Some((i, var)) = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH") {
+        if var.value_from.is_some() {
+            return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
+        }
+        let user = var.value.as_deref().unwrap_or_default();
+        let merged = if user.is_empty() {
+            format!("{prefix}:{}", settings.mount_path)
+        } else {
+            format!("{prefix}:{user}:{}", settings.mount_path)
+        };
+        pythonpath_update = Some((i, merged));
+    }
+    if let Some(clash) = container
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|m| m.mount_path.trim_end_matches('/') == settings.mount_path)
+    {
+        return Err(format!(
+            "volume {:?} is already mounted at {}; not mounting the instrumentation over it",
+            clash.name, settings.mount_path
+        ));
+    }
+    let wrap = if settings.command_wrapper.enabled {
+        command::wrap(container.command.as_deref(), &settings.mount_path, &settings.command_wrapper.interpreter)
+    } else {
+        Wrap::NotWrapped("command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it")
+    };
+    Ok(ContainerPlan { pythonpath_update, wrap })
+}
+
+fn plain(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+}
+
+fn field_ref(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), api_version: None }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The env vars to append to one container, in the order that makes
+/// `$(VAR)` references resolve (`OTEL_RESOURCE_ATTRIBUTES` after the vars it
+/// uses). Precedence: the container's own env > `settings.env` > generated.
+fn generated_env(
+    pod: &Pod,
+    container: &Container,
+    settings: &Settings,
+    request: &Request<'_>,
+    service_name: &str,
+    workload: Option<&Workload>,
+    pythonpath_prefix: &str,
+) -> Vec<EnvVar> {
+    let mut generated: Vec<EnvVar> = Vec::with_capacity(16);
+    generated.push(plain("PYTHONPATH", format!("{pythonpath_prefix}:{}", settings.mount_path)));
+    for name in ["OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"] {
+        generated.push(plain(name, "otlp"));
+    }
+    let extra_at = generated.len();
+    if let Some(endpoint) = &settings.endpoint {
+        generated.push(plain("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
+    }
+    generated.push(plain("OTEL_EXPORTER_OTLP_PROTOCOL", settings.protocol.as_str()));
+    if !settings.propagators.is_empty() {
+        generated.push(plain("OTEL_PROPAGATORS", settings.propagators.join(",")));
+    }
+    if let Some(sampler) = &settings.sampler {
+        generated.push(plain("OTEL_TRACES_SAMPLER", sampler.kind.as_str()));
+        if let Some(arg) = &sampler.argument {
+            generated.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
+        }
+    }
+    let mut attributes: Vec<(String, String)> =
+        settings.resource_attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    if settings.kubernetes_resource_attributes {
+        generated.push(field_ref("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "metadata.name"));
+        generated.push(field_ref("OTEL_RESOURCE_ATTRIBUTES_NODE_NAME", "spec.nodeName"));
+        attributes.push(("k8s.container.name".into(), container.name.clone()));
+        attributes.push(("k8s.namespace.name".into(), request.namespace.to_owned()));
+        attributes.push(("k8s.node.name".into(), "$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)".into()));
+        attributes.push(("k8s.pod.name".into(), "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)".into()));
+        if let Some(w) = workload {
+            if let Some(key) = w.attribute_key() {
+                attributes.push((key.into(), w.name.clone()));
+            }
+        }
+        attributes.push((
+            "service.instance.id".into(),
+            format!("{}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}", request.namespace, container.name),
+        ));
+    }
+    if let Some(version) = workload::service_version(pod, container.image.as_deref()) {
+        attributes.push(("service.version".into(), version));
+    }
+    attributes.push(("service.namespace".into(), request.namespace.to_owned()));
+    let mut seen_keys = HashSet::new();
+    let attributes: Vec<String> = attributes
+        .into_iter()
+        .filter(|(k, _)| seen_keys.insert(k.clone()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    generated.push(plain("OTEL_RESOURCE_ATTRIBUTES", attributes.join(",")));
+    generated.push(plain("OTEL_SERVICE_NAME", service_name));
+
+    // settings.env replaces a generated var in place, and the rest go after the exporters.
+    let overrides: Vec<EnvVar> = {
+        let mut seen = HashSet::new();
+        settings.env.iter().filter(|v| seen.insert(v.name.as_str())).cloned().collect()
+    };
+    let generated_names: HashSet<String> = generated.iter().map(|v| v.name.clone()).collect();
+    let mut ordered = Vec::with_capacity(generated.len() + overrides.len());
+    for (i, var) in generated.into_iter().enumerate() {
+        if i == extra_at {
+            ordered.extend(overrides.iter().filter(|o| !generated_names.contains(&o.name)).cloned());
+        }
+        match overrides.iter().find(|o| o.name == var.name) {
+            Some(o) if var.name != "PYTHONPATH" => ordered.push(o.clone()),
+            _ => ordered.push(var),
+        }
+    }
+    let existing: HashSet<&str> = container.env.as_deref().unwrap_or_default().iter().map(|v| v.name.as_str()).collect();
+    ordered.retain(|v| !existing.contains(v.name.as_str()));
+    ordered
+}

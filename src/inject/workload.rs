@@ -1,0 +1,199 @@
+//! Names that identify the workload a pod belongs to: `OTEL_SERVICE_NAME`
+//! and `service.version`, derived the way the OpenTelemetry Operator does.
+
+use k8s_openapi::api::core::v1::Pod;
+
+pub const SERVICE_NAME_ANNOTATION: &str = "resource.opentelemetry.io/service.name";
+pub const SERVICE_VERSION_ANNOTATION: &str = "resource.opentelemetry.io/service.version";
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The top-level controller of a pod (Deployment rather than its ReplicaSet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Kubernetes kind: `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `ReplicaSet`, ...
+    pub kind: String,
+    pub name: String,
+}
+
+impl Workload {
+    /// The resource attribute the operator uses for this kind, e.g. `k8s.deployment.name`.
+    pub fn attribute_key(&self) -> Option<&'static str> {
+        Some(match self.kind.as_str() {
+            "Deployment" => "k8s.deployment.name",
+            "ReplicaSet" => "k8s.replicaset.name",
+            "StatefulSet" => "k8s.statefulset.name",
+            "DaemonSet" => "k8s.daemonset.name",
+            "Job" => "k8s.job.name",
+            "CronJob" => "k8s.cronjob.name",
+            _ => return None,
+        })
+    }
+}
+
+/// Workload from the pod's controller owner reference, by name alone: a
+/// ReplicaSet named `<deployment>-<pod-template-hash>` belongs to that
+/// Deployment, a Job named `<cronjob>-<scheduled minute>` to that CronJob.
+/// A cache lookup (when one is configured) can replace this guess.
+pub fn workload_from_names(pod: &Pod) -> Option<Workload> {
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    let owner = owners.iter().find(|o| o.controller == Some(true)).or_else(|| owners.first())?;
+    let hash = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH));
+    let workload = match owner.kind.as_str() {
+        "ReplicaSet" => match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
+            Some(deployment) if !deployment.is_empty() => Workload { kind: "Deployment".into(), name: deployment.into() },
+            _ => Workload { kind: "ReplicaSet".into(), name: owner.name.clone() },
+        },
+        "Job" => match cronjob_of_job(&owner.name) {
+            Some(cronjob) => Workload { kind: "CronJob".into(), name: cronjob.into() },
+            None => Workload { kind: "Job".into(), name: owner.name.clone() },
+        },
+        kind => Workload { kind: kind.into(), name: owner.name.clone() },
+    };
+    Some(workload)
+}
+
+/// CronJob controllers name their Jobs `<cronjob>-<minutes since epoch>`.
+fn cronjob_of_job(job: &str) -> Option<&str> {
+    let (base, suffix) = job.rsplit_once('-')?;
+    (suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit()) && !base.is_empty()).then_some(base)
+}
+
+/// `OTEL_SERVICE_NAME`: the annotation, else the workload's name, else a
+/// name derived from the pod (`generateName` or name, minus the
+/// pod-template-hash a Deployment adds).
+pub fn service_name(pod: &Pod, workload: Option<&Workload>, request_name: &str) -> String {
+    if let Some(name) = annotation(pod, SERVICE_NAME_ANNOTATION).filter(|s| !s.is_empty()) {
+        return name.to_owned();
+    }
+    if let Some(w) = workload {
+        return w.name.clone();
+    }
+    let meta = &pod.metadata;
+    let name = meta
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or(Some(request_name).filter(|n| !n.is_empty()));
+    if let Some(generate) = meta.generate_name.as_deref().filter(|g| !g.is_empty()) {
+        let base = generate.trim_end_matches('-');
+        return strip_template_hash(pod, base).to_owned();
+    }
+    match name {
+        Some(name) => {
+            // A Deployment pod's name is `<deployment>-<hash>-<random>`.
+            let without_random = name.rsplit_once('-').map(|(b, _)| b).unwrap_or(name);
+            let stripped = strip_template_hash(pod, without_random);
+            if stripped.len() < without_random.len() { stripped.to_owned() } else { name.to_owned() }
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+fn strip_template_hash<'a>(pod: &Pod, base: &'a str) -> &'a str {
+    let hash = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH));
+    hash.and_then(|h| base.strip_suffix(h.as_str())?.strip_suffix('-'))
+        .filter(|b| !b.is_empty())
+        .unwrap_or(base)
+}
+
+/// `service.version`: the annotation, the `app.kubernetes.io/version` label,
+/// else the tag of the container's image (never a digest).
+pub fn service_version(pod: &Pod, image: Option<&str>) -> Option<String> {
+    if let Some(v) = annotation(pod, SERVICE_VERSION_ANNOTATION).filter(|s| !s.is_empty()) {
+        return Some(v.to_owned());
+    }
+    if let Some(v) = pod.metadata.labels.as_ref().and_then(|l| l.get(VERSION_LABEL)).filter(|s| !s.is_empty()) {
+        return Some(v.clone());
+    }
+    image.and_then(image_tag).map(str::to_owned)
+}
+
+/// The tag of an image reference: `registry:5000/app:1.2@sha256:...` → `1.2`.
+pub fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let (_, tag) = last_segment.rsplit_once(':')?;
+    (!tag.is_empty()).then_some(tag)
+}
+
+pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn pod(name: Option<&str>, generate: Option<&str>, hash: Option<&str>, owner: Option<(&str, &str)>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: name.map(Into::into),
+                generate_name: generate.map(Into::into),
+                labels: hash.map(|h| [(POD_TEMPLATE_HASH.to_owned(), h.to_owned())].into()),
+                owner_references: owner.map(|(kind, name)| {
+                    vec![OwnerReference {
+                        kind: kind.into(),
+                        name: name.into(),
+                        controller: Some(true),
+                        api_version: "apps/v1".into(),
+                        uid: "u".into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_name_cases() {
+        let cases = [
+            (pod(Some("cxtm-logstream"), None, None, None), "cxtm-logstream"),
+            (
+                pod(None, Some("cxtm-logstream-7b774997c5-"), Some("7b774997c5"), Some(("ReplicaSet", "cxtm-logstream-7b774997c5"))),
+                "cxtm-logstream",
+            ),
+            (pod(None, Some("cxtm-logstream-7b774997c5-"), Some("7b774997c5"), None), "cxtm-logstream"),
+            (pod(Some("cxtm-logstream-7b774997c5-cc9k6"), None, Some("7b774997c5"), None), "cxtm-logstream"),
+            (pod(None, Some("db-"), None, Some(("StatefulSet", "db"))), "db"),
+            (pod(None, Some("report-29000000-"), None, Some(("Job", "report-29000000"))), "report"),
+            (pod(None, Some("migrate-"), None, Some(("Job", "migrate"))), "migrate"),
+            (pod(None, Some("rs-only-"), None, Some(("ReplicaSet", "rs-only"))), "rs-only"),
+            (pod(Some("web-abc"), None, None, None), "web-abc"),
+        ];
+        for (pod, want) in cases {
+            let workload = workload_from_names(&pod);
+            assert_eq!(service_name(&pod, workload.as_ref(), ""), want, "{:?}", pod.metadata);
+        }
+    }
+
+    #[test]
+    fn service_name_annotation_wins() {
+        let mut p = pod(Some("x"), None, None, Some(("StatefulSet", "db")));
+        p.metadata.annotations = Some([(SERVICE_NAME_ANNOTATION.to_owned(), "billing".to_owned())].into());
+        assert_eq!(service_name(&p, workload_from_names(&p).as_ref(), ""), "billing");
+    }
+
+    #[test]
+    fn image_tags() {
+        assert_eq!(image_tag("10.122.28.110/testing/tm_logstream:25.2.0"), Some("25.2.0"));
+        assert_eq!(image_tag("registry:5000/app"), None);
+        assert_eq!(image_tag("app@sha256:abcd"), None);
+        assert_eq!(image_tag("registry:5000/app:1.2@sha256:abcd"), Some("1.2"));
+        assert_eq!(image_tag("python:3.12-slim"), Some("3.12-slim"));
+        assert_eq!(image_tag("python"), None);
+    }
+
+    #[test]
+    fn service_version_precedence() {
+        let mut p = pod(Some("x"), None, None, None);
+        assert_eq!(service_version(&p, Some("a:1")), Some("1".into()));
+        p.metadata.labels = Some([(VERSION_LABEL.to_owned(), "2".to_owned())].into());
+        assert_eq!(service_version(&p, Some("a:1")), Some("2".into()));
+        p.metadata.annotations = Some([(SERVICE_VERSION_ANNOTATION.to_owned(), "3".to_owned())].into());
+        assert_eq!(service_version(&p, Some("a:1")), Some("3".into()));
+    }
+}

@@ -1,0 +1,24 @@
+//! otel-injector: a Kubernetes mutating admission webhook that gives Python
+//! pods OpenTelemetry auto-instrumentation when they are created.
+//!
+//! Map of the crate:
+//! - [`inject`]: the pure mutation (pod + settings → JSON Patch + outcome);
+//! - [`policy`]: which pods are in scope and with which settings (annotations);
+//! - [`review`]: AdmissionReview bytes → response bytes (no I/O);
+//! - [`config`]: the operator-side YAML config and the built-in cxtm profile;
+//! - [`server`], [`admin`], [`tls`], [`metrics`]: the HTTPS webhook and admin port;
+//! - [`certs`]: CA and serving certificate generation;
+//! - [`cli`], [`run`]: the command line and its wiring.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod inject;
+pub mod metrics;
+pub mod policy;
+pub mod review;
+pub mod run;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,95 @@
+//! Prometheus metrics, served in text format on the admin port.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::review::Decision;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    admissions: Family<OutcomeLabels, Counter>,
+    bad_requests: Family<ReasonLabels, Counter>,
+    duration: Histogram,
+    patch_bytes: Histogram,
+    pub cert_expiry: Gauge<f64, AtomicU64>,
+    cert_reloads: Family<ResultLabels, Counter>,
+    pub instrumentations: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("otel_injector");
+        let admissions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, error)",
+            admissions.clone(),
+        );
+        let bad_requests = Family::<ReasonLabels, Counter>::default();
+        registry.register("bad_requests", "Requests refused before any review (HTTP 4xx), by reason", bad_requests.clone());
+        // 25 µs .. ~0.8 s
+        let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register("admission_duration_seconds", "Time to answer one AdmissionReview, body read to response", duration.clone());
+        let patch_bytes = Histogram::new(exponential_buckets(64.0, 2.0, 14));
+        registry.register("patch_bytes", "Size of the JSON Patch sent back, in bytes", patch_bytes.clone());
+        let cert_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register("certificate_expiry_timestamp_seconds", "notAfter of the serving certificate, Unix seconds", cert_expiry.clone());
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("certificate_reloads", "Serving certificate reloads, by result (success, failure)", cert_reloads.clone());
+        let instrumentations = Gauge::default();
+        registry.register("instrumentations", "Instrumentation resources known from the watch", instrumentations.clone());
+        Metrics { registry, admissions, bad_requests, duration, patch_bytes, cert_expiry, cert_reloads, instrumentations }
+    }
+
+    pub fn observe(&self, decision: &Decision, elapsed: Duration) {
+        self.admissions.get_or_create(&OutcomeLabels { outcome: decision.outcome.to_owned() }).inc();
+        self.duration.observe(elapsed.as_secs_f64());
+        if decision.patch_bytes > 0 {
+            self.patch_bytes.observe(decision.patch_bytes as f64);
+        }
+    }
+
+    pub fn bad_request(&self, reason: &str) {
+        self.bad_requests.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    pub fn cert_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.cert_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

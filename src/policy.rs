@@ -1,0 +1,204 @@
+//! Which pods are in scope, and with which settings: the OpenTelemetry
+//! Operator's annotation semantics over the static config.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::config::{Config, Platform};
+use crate::inject::{Settings, Workload};
+
+pub const INJECT_PYTHON: &str = "instrumentation.opentelemetry.io/inject-python";
+pub const CONTAINER_NAMES: &str = "instrumentation.opentelemetry.io/container-names";
+pub const PYTHON_CONTAINER_NAMES: &str = "instrumentation.opentelemetry.io/python-container-names";
+pub const PYTHON_PLATFORM: &str = "instrumentation.opentelemetry.io/otel-python-platform";
+
+/// A reference to an `Instrumentation` resource from an `inject-python` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstrumentationRef {
+    /// `"true"`: the single Instrumentation of the pod's namespace, if there is one.
+    Default,
+    Named { namespace: String, name: String },
+}
+
+/// What admission may know about the cluster, answered from in-memory
+/// snapshots so admission never waits on the API server. The server backs it
+/// with kube reflector stores; tests and the offline CLI with fixed data.
+pub trait ClusterView: Send + Sync {
+    /// Settings for the named Instrumentation merged over `base`, `None` when absent.
+    fn instrumentation(&self, namespace: &str, name: &str, base: &Settings) -> Option<Settings>;
+    /// Names of the Instrumentations in `namespace`.
+    fn instrumentations_in(&self, namespace: &str) -> Vec<String>;
+    /// The namespace's annotations, when known.
+    fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+    /// The pod's top-level workload from an owner cache, when known.
+    fn workload(&self, pod: &Pod, namespace: &str) -> Option<Workload>;
+}
+
+/// Knows nothing about the cluster: the static config only.
+pub struct StaticView;
+
+impl ClusterView for StaticView {
+    fn instrumentation(&self, _: &str, _: &str, _: &Settings) -> Option<Settings> {
+        None
+    }
+    fn instrumentations_in(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn namespace_annotations(&self, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
+        None
+    }
+}
+
+/// The policy's verdict for one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scope {
+    /// Instrument with these settings; `why` says what put the pod in scope.
+    Inject { settings: Box<Settings>, container_names: Option<Vec<String>>, platform: Option<Platform>, why: String },
+    /// Leave the pod untouched.
+    OutOfScope { why: String },
+    /// The pod asked for injection but it cannot be done; admit it untouched
+    /// and say why (warning, event, log).
+    Unresolvable { why: String },
+}
+
+/// The operator's merge of the pod's and the namespace's annotation values.
+pub fn effective_annotation<'a>(pod_value: Option<&'a str>, ns_value: Option<&'a str>) -> &'a str {
+    let pod = pod_value.unwrap_or_default().trim();
+    let ns = ns_value.unwrap_or_default().trim();
+    if ns.is_empty() {
+        return pod;
+    }
+    if pod.is_empty() {
+        return ns;
+    }
+    if !pod.eq_ignore_ascii_case("true") || ns.eq_ignore_ascii_case("false") {
+        return pod;
+    }
+    ns
+}
+
+pub fn parse_ref(value: &str, pod_namespace: &str) -> InstrumentationRef {
+    if value.eq_ignore_ascii_case("true") {
+        return InstrumentationRef::Default;
+    }
+    match value.split_once('/') {
+        Some((ns, name)) => InstrumentationRef::Named { namespace: ns.to_owned(), name: name.to_owned() },
+        None => InstrumentationRef::Named { namespace: pod_namespace.to_owned(), name: value.to_owned() },
+    }
+}
+
+fn annotation<'a>(map: Option<&'a BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
+    map?.get(key).map(String::as_str)
+}
+
+/// Decides whether and how `pod` in `namespace` is instrumented.
+pub fn resolve(
+    pod: &Pod,
+    namespace: &str,
+    namespace_annotations: Option<&BTreeMap<String, String>>,
+    config: &Config,
+    base: &Settings,
+    lookup: &dyn ClusterView,
+) -> Scope {
+    let pod_annotations = pod.metadata.annotations.as_ref();
+    let value = effective_annotation(annotation(pod_annotations, INJECT_PYTHON), annotation(namespace_annotations, INJECT_PYTHON));
+    let namespace_configured = config.namespaces.iter().any(|n| n == namespace);
+
+    let (settings, why) = if value.eq_ignore_ascii_case("false") {
+        return Scope::OutOfScope { why: format!("{INJECT_PYTHON} is \"false\"") };
+    } else if value.is_empty() {
+        if !namespace_configured {
+            return Scope::OutOfScope { why: format!("namespace {namespace} is not configured for injection and the pod has no {INJECT_PYTHON} annotation") };
+        }
+        (base.clone(), format!("namespace {namespace} is configured for injection"))
+    } else {
+        match parse_ref(value, namespace) {
+            InstrumentationRef::Default => {
+                let names = lookup.instrumentations_in(namespace);
+                match names.as_slice() {
+                    [] => (base.clone(), format!("{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config")),
+                    [one] => match lookup.instrumentation(namespace, one, base) {
+                        Some(s) => (s, format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}")),
+                        None => return Scope::Unresolvable { why: format!("Instrumentation {namespace}/{one} vanished during admission") },
+                    },
+                    many => {
+                        return Scope::Unresolvable {
+                            why: format!(
+                                "{INJECT_PYTHON}=true but namespace {namespace} has {} Instrumentations ({}); name one in the annotation",
+                                many.len(),
+                                many.join(", ")
+                            ),
+                        };
+                    }
+                }
+            }
+            InstrumentationRef::Named { namespace: ref_ns, name } => {
+                if ref_ns != namespace && !config.allow_cross_namespace_instrumentation {
+                    return Scope::Unresolvable {
+                        why: format!("{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"),
+                    };
+                }
+                match lookup.instrumentation(&ref_ns, &name, base) {
+                    Some(s) => (s, format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}")),
+                    None => {
+                        return Scope::Unresolvable {
+                            why: format!("{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"),
+                        };
+                    }
+                }
+            }
+        }
+    };
+
+    let names = annotation(pod_annotations, PYTHON_CONTAINER_NAMES)
+        .or_else(|| annotation(pod_annotations, CONTAINER_NAMES))
+        .or_else(|| annotation(namespace_annotations, PYTHON_CONTAINER_NAMES))
+        .or_else(|| annotation(namespace_annotations, CONTAINER_NAMES));
+    let container_names = names.map(|list| {
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+    });
+    let platform_value = annotation(pod_annotations, PYTHON_PLATFORM).or_else(|| annotation(namespace_annotations, PYTHON_PLATFORM));
+    let platform = match platform_value.map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(p) => match p.parse::<Platform>() {
+            Ok(p) => Some(p),
+            Err(e) => return Scope::Unresolvable { why: format!("{PYTHON_PLATFORM}: {e}") },
+        },
+    };
+    Scope::Inject { settings: Box::new(settings), container_names, platform, why }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_annotation_precedence() {
+        let cases = [
+            (None, None, ""),
+            (Some("true"), None, "true"),
+            (None, Some("true"), "true"),
+            (Some("false"), Some("true"), "false"),
+            (Some("true"), Some("false"), "true"),
+            (Some("true"), Some("my-inst"), "my-inst"),
+            (Some("other"), Some("my-inst"), "other"),
+            (Some(""), Some("my-inst"), "my-inst"),
+            (Some("ns/x"), None, "ns/x"),
+            (None, Some("false"), "false"),
+        ];
+        for (pod, ns, want) in cases {
+            assert_eq!(effective_annotation(pod, ns), want, "pod={pod:?} ns={ns:?}");
+        }
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(parse_ref("TRUE", "a"), InstrumentationRef::Default);
+        assert_eq!(parse_ref("x", "a"), InstrumentationRef::Named { namespace: "a".into(), name: "x".into() });
+        assert_eq!(parse_ref("b/x", "a"), InstrumentationRef::Named { namespace: "b".into(), name: "x".into() });
+    }
+}

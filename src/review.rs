@@ -1,0 +1,294 @@
+//! An AdmissionReview in, an AdmissionReview out: decoding, the decision and
+//! the wire format, with no I/O. The HTTP handler, the fuzzer and the
+//! benchmarks call [`Reviewer::review`].
+
+use std::sync::Arc;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::inject::{self, Injection, Outcome, Settings};
+use crate::policy::{self, ClusterView, Scope};
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// A body we cannot answer with an AdmissionReview: HTTP 400.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    #[error("body is not a JSON AdmissionReview: {0}")]
+    NotJson(String),
+    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
+    WrongType { api_version: String, kind: String },
+    #[error("AdmissionReview has no request")]
+    NoRequest,
+}
+
+/// What was decided, for the log line and the metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub uid: String,
+    pub namespace: String,
+    /// The pod's name, else its `generateName`, else empty.
+    pub pod: String,
+    /// `injected`, `already-injected`, `skipped`, `out-of-scope`, `not-applicable`, `error`.
+    pub outcome: &'static str,
+    pub reason: String,
+    pub containers: Vec<String>,
+    pub patch_ops: usize,
+    pub patch_bytes: usize,
+    pub warnings: Vec<String>,
+    pub dry_run: bool,
+}
+
+pub struct Reviewed {
+    /// The JSON AdmissionReview to send back.
+    pub body: Vec<u8>,
+    pub decision: Decision,
+}
+
+/// The admission logic with its configuration and view of the cluster.
+#[derive(Clone)]
+pub struct Reviewer {
+    config: Arc<Config>,
+    settings: Arc<Settings>,
+    cluster: Arc<dyn ClusterView>,
+}
+
+/// The pod-independent part of a review, decoded when the pod itself does
+/// not decode, so we can still answer "allowed" with the right uid.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<EnvelopeRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeRequest {
+    uid: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// The AdmissionReview response as Kubernetes documents it: `patch` is a
+/// base64 string (kube 5 would write a JSON array of bytes, kube-rs #1781).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a [String]>,
+}
+
+impl WireResponse<'_> {
+    fn encode(response: &AdmissionResponse) -> Vec<u8> {
+        let wire = WireReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: WireResponse {
+                uid: &response.uid,
+                allowed: response.allowed,
+                patch: response.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
+                warnings: response.warnings.as_deref().filter(|w| !w.is_empty()),
+            },
+        };
+        // Serializing plain strings and bools cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_default()
+    }
+}
+
+impl Reviewer {
+    pub fn new(config: Config, cluster: Arc<dyn ClusterView>) -> Self {
+        let settings = Settings::from_config(&config);
+        Reviewer { config: Arc::new(config), settings: Arc::new(settings), cluster }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Answers one AdmissionReview body. `Err` only when there is no review to answer.
+    pub fn review(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
+        match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+            Ok(review) => {
+                check_type(&review.types.api_version, &review.types.kind)?;
+                let request: AdmissionRequest<Pod> = review.try_into().map_err(|_| BadReview::NoRequest)?;
+                Ok(self.decide(&request))
+            }
+            Err(typed_error) => {
+                // The envelope may be fine and only the pod odd: admit it, say why.
+                let envelope: Envelope =
+                    serde_json::from_slice(body).map_err(|_| BadReview::NotJson(typed_error.to_string()))?;
+                check_type(&envelope.api_version, &envelope.kind)?;
+                let request = envelope.request.ok_or(BadReview::NoRequest)?;
+                let reason = format!("could not decode the request: {typed_error}");
+                let warnings = vec![format!("otel-injector: pod not instrumented: {reason}")];
+                let mut response = AdmissionResponse::invalid("");
+                response.allowed = true;
+                response.uid = request.uid.clone();
+                response.warnings = Some(warnings.clone());
+                Ok(Reviewed {
+                    body: WireResponse::encode(&response),
+                    decision: Decision {
+                        uid: request.uid,
+                        namespace: request.namespace.unwrap_or_default(),
+                        pod: request.name.unwrap_or_default(),
+                        outcome: "error",
+                        reason,
+                        containers: Vec::new(),
+                        patch_ops: 0,
+                        patch_bytes: 0,
+                        warnings,
+                        dry_run: false,
+                    },
+                })
+            }
+        }
+    }
+
+    fn decide(&self, request: &AdmissionRequest<Pod>) -> Reviewed {
+        let namespace = request
+            .namespace
+            .clone()
+            .or_else(|| request.object.as_ref().and_then(|p| p.metadata.namespace.clone()))
+            .unwrap_or_default();
+        let pod_label = request
+            .object
+            .as_ref()
+            .and_then(|p| p.metadata.name.clone().filter(|n| !n.is_empty()).or_else(|| p.metadata.generate_name.clone()))
+            .unwrap_or_else(|| request.name.clone());
+        let mut decision = Decision {
+            uid: request.uid.clone(),
+            namespace: namespace.clone(),
+            pod: pod_label,
+            outcome: "not-applicable",
+            reason: String::new(),
+            containers: Vec::new(),
+            patch_ops: 0,
+            patch_bytes: 0,
+            warnings: Vec::new(),
+            dry_run: request.dry_run,
+        };
+        let mut response = AdmissionResponse::from(request);
+
+        let is_pod = request.resource.group.is_empty() && request.resource.resource == "pods";
+        let pod = match (&request.object, is_pod, &request.operation, request.sub_resource.as_deref()) {
+            (Some(pod), true, Operation::Create, None | Some("")) => pod,
+            (None, true, Operation::Create, None | Some("")) => {
+                decision.outcome = "error";
+                decision.reason = "pod CREATE review without an object".into();
+                decision.warnings.push(format!("otel-injector: pod not instrumented: {}", decision.reason));
+                response.warnings = Some(decision.warnings.clone());
+                return Reviewed { body: WireResponse::encode(&response), decision };
+            }
+            _ => {
+                decision.reason = format!(
+                    "not a pod CREATE ({:?} {}/{}{})",
+                    request.operation,
+                    request.resource.group,
+                    request.resource.resource,
+                    request.sub_resource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
+                );
+                return Reviewed { body: WireResponse::encode(&response), decision };
+            }
+        };
+
+        let ns_annotations = self.cluster.namespace_annotations(&namespace);
+        match policy::resolve(pod, &namespace, ns_annotations.as_ref(), &self.config, &self.settings, self.cluster.as_ref()) {
+            Scope::OutOfScope { why } => {
+                decision.outcome = "out-of-scope";
+                decision.reason = why;
+            }
+            Scope::Unresolvable { why } => {
+                decision.outcome = "error";
+                decision.warnings.push(format!("otel-injector: pod not instrumented: {why}"));
+                decision.reason = why;
+            }
+            Scope::Inject { settings, container_names, platform, why } => {
+                let workload = self.cluster.workload(pod, &namespace);
+                let inject_request = inject::Request {
+                    namespace: &namespace,
+                    name: &request.name,
+                    container_names,
+                    platform,
+                    workload,
+                };
+                let Injection { outcome, patch, containers, warnings } = inject::inject(pod, &settings, &inject_request);
+                decision.outcome = outcome.label();
+                decision.reason = match &outcome {
+                    Outcome::Injected => why,
+                    Outcome::AlreadyInjected { marker } => format!("pod already has init container {marker}"),
+                    Outcome::Skipped { reason } => reason.clone(),
+                };
+                decision.containers = containers.into_iter().filter(|c| c.instrumented).map(|c| c.name).collect();
+                decision.warnings = warnings;
+                if let Some(warning) = endpoint_warning(&settings) {
+                    decision.warnings.push(warning);
+                }
+                decision.patch_ops = patch.0.len();
+                if !patch.0.is_empty() {
+                    match response.clone().with_patch(patch) {
+                        Ok(with_patch) => {
+                            decision.patch_bytes = with_patch.patch.as_ref().map_or(0, Vec::len);
+                            response = with_patch;
+                        }
+                        Err(e) => {
+                            decision.outcome = "error";
+                            decision.reason = format!("could not serialize the patch: {e}");
+                            decision.patch_ops = 0;
+                        }
+                    }
+                }
+            }
+        }
+        if !decision.warnings.is_empty() {
+            response.warnings = Some(decision.warnings.clone());
+        }
+        Reviewed { body: WireResponse::encode(&response), decision }
+    }
+}
+
+/// Python's OTLP exporter over HTTP cannot talk to the gRPC port: the seed's
+/// Instrumentation had exactly this mistake, and it fails silently.
+pub fn endpoint_warning(settings: &Settings) -> Option<String> {
+    let endpoint = settings.endpoint.as_deref()?;
+    let grpc_port = endpoint.trim_end_matches('/').ends_with(":4317");
+    (grpc_port && settings.protocol.starts_with("http")).then(|| {
+        format!(
+            "otel-injector: OTLP endpoint {endpoint} looks like the gRPC port 4317 but the protocol is {}; Python's HTTP exporter needs port 4318",
+            settings.protocol
+        )
+    })
+}
+
+fn check_type(api_version: &str, kind: &str) -> Result<(), BadReview> {
+    if api_version == API_VERSION && kind == KIND {
+        Ok(())
+    } else {
+        Err(BadReview::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() })
+    }
+}

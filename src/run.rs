@@ -1,0 +1,179 @@
+//! Wiring for `serve`: config, TLS, listeners, reload, signals.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::cli::{CertsArgs, ServeArgs};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::StaticView;
+use crate::review::Reviewer;
+use crate::server::{self, AppState};
+use crate::tls::{self, CertStore};
+use crate::certs;
+
+pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(Config::from_file(path)?),
+        None => Ok(Config::default()),
+    }
+}
+
+pub fn write_certs(args: &CertsArgs) -> anyhow::Result<()> {
+    let mut names = certs::service_names(&args.service, &args.namespace);
+    names.extend(args.extra_sans.iter().cloned());
+    let paths = certs::generate(&names)?.write(&args.out)?;
+    println!("wrote {} (CA), {} and {} for {}", paths.ca.display(), paths.cert.display(), paths.key.display(), names.join(", "));
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    tls::install_crypto_provider();
+    let config = load_config(args.config.config.as_deref())?;
+    let (cert_path, key_path) = match (&args.tls.tls_cert, &args.tls.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let names = certs::service_names("otel-injector", "otel-injector");
+            let paths = certs::generate(&names)?.write(&args.tls.self_signed_dir)?;
+            tracing::info!(
+                ca = %paths.ca.display(),
+                cert = %paths.cert.display(),
+                "no --tls-cert given: serving a self-signed certificate; its CA is at {}",
+                paths.ca.display()
+            );
+            (paths.cert, paths.key)
+        }
+    };
+    let store = Arc::new(CertStore::load(cert_path, key_path).context("loading the serving certificate")?);
+    let tls_config = tls::server_config(store.clone(), args.tls.client_ca.as_deref())?;
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.cert_expiry.set(not_after_seconds(&store));
+    let readiness = Arc::new(Readiness::default());
+    readiness.certs_loaded.store(true, Ordering::Release);
+    readiness.watches_synced.store(true, Ordering::Release);
+
+    let reviewer = Reviewer::new(config, Arc::new(StaticView));
+    let app = server::router(AppState { reviewer, metrics: metrics.clone(), body_limit: args.body_limit });
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding the webhook to {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port to {}", args.admin_listen))?;
+    tracing::info!(
+        webhook = %listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "serving"
+    );
+
+    tokio::spawn(watch_certs(store, metrics.clone(), Duration::from_secs(args.tls.cert_reload_seconds.max(1))));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_app = admin::router(AdminState { readiness: readiness.clone(), metrics });
+    let mut admin_stop = stop_rx.clone();
+    let admin = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(admin_listener, admin_app).with_graceful_shutdown(stopped).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+
+    let shutdown = {
+        let readiness = readiness.clone();
+        let delay = Duration::from_secs(args.shutdown_delay_seconds);
+        async move {
+            wait_for_signal().await;
+            readiness.draining.store(true, Ordering::Release);
+            tracing::info!(?delay, "signal received: not ready; draining");
+            // Keep accepting while the endpoint is withdrawn from the Service.
+            tokio::time::sleep(delay).await;
+            tokio::spawn(async {
+                wait_for_signal().await;
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(1);
+            });
+        }
+    };
+    server::serve_tls(listener, TlsAcceptor::from(Arc::new(tls_config)), app, shutdown, Duration::from_secs(args.drain_seconds)).await;
+    let _ = stop_tx.send(true);
+    let _ = admin.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Re-reads the cert and key when their bytes change. Polling the contents
+/// also sees a Secret volume's `..data` symlink swap, which no write to the
+/// file itself announces. A bad pair keeps the last good one.
+pub async fn watch_certs(store: Arc<CertStore>, metrics: Arc<Metrics>, every: Duration) {
+    let read = |store: &CertStore| {
+        let (cert, key) = store.paths();
+        (std::fs::read(cert).ok(), std::fs::read(key).ok())
+    };
+    let mut last = read(&store);
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = read(&store);
+        if now == last {
+            continue;
+        }
+        match store.reload() {
+            Ok(()) => {
+                metrics.cert_reload(true);
+                metrics.cert_expiry.set(not_after_seconds(&store));
+                tracing::info!(cert = %store.paths().0.display(), "serving certificate reloaded");
+                last = now;
+            }
+            Err(e) => {
+                // Retried at the next tick only if the files change again.
+                metrics.cert_reload(false);
+                tracing::error!(error = %e, "certificate reload failed; keeping the last good certificate");
+                last = now;
+            }
+        }
+    }
+}
+
+/// notAfter of the leaf certificate, Unix seconds (0 when unreadable).
+pub fn not_after_seconds(store: &CertStore) -> f64 {
+    let current = store.current();
+    current
+        .cert
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp() as f64)
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) * 0.0)
+}

@@ -1,0 +1,196 @@
+//! The HTTPS webhook: an axum router served over rustls, HTTP/1.1 keep-alive.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::Metrics;
+use crate::review::{Decision, Reviewer};
+
+/// Largest AdmissionReview body accepted. UPDATE reviews carry object and
+/// oldObject, and the API server caps an object at ~1.5 MiB in etcd; 8 MiB
+/// leaves room without inviting abuse (axum's implicit default is 2 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// A TLS handshake that has not finished by then is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// hyper's header-read timer also runs while a keep-alive connection sits
+/// idle. The API server's webhook client drops idle connections after 90 s
+/// (Go's http.Transport default it inherits), so ours must be longer or the
+/// API server may send a review on a connection we are closing (EOF errors).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub reviewer: Reviewer,
+    pub metrics: Arc<Metrics>,
+    pub body_limit: usize,
+}
+
+/// The webhook's routes; tested in-process with `tower::ServiceExt::oneshot`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/mutate-v1-pod", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found: POST AdmissionReviews to /mutate") })
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into(), "status": status.as_u16() }))).into_response()
+}
+
+async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
+        let ct = content_type.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.starts_with("application/json") {
+            state.metrics.bad_request("unsupported-media-type");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {ct:?} is not supported: send application/json"),
+            );
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > state.body_limit as u64) {
+        state.metrics.bad_request("too-large");
+        return too_large(state.body_limit);
+    }
+    let bytes = match axum::body::to_bytes(body, state.body_limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                state.metrics.bad_request("too-large");
+                return too_large(state.body_limit);
+            }
+            state.metrics.bad_request("unreadable");
+            return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"));
+        }
+    };
+    match state.reviewer.review(&bytes) {
+        Ok(reviewed) => {
+            let elapsed = started.elapsed();
+            log_decision(&reviewed.decision, elapsed);
+            state.metrics.observe(&reviewed.decision, elapsed);
+            ([(header::CONTENT_TYPE, "application/json")], reviewed.body).into_response()
+        }
+        Err(bad) => {
+            tracing::warn!(error = %bad, body_bytes = bytes.len(), "rejected a body that is not an AdmissionReview");
+            state.metrics.bad_request("not-a-review");
+            error(StatusCode::BAD_REQUEST, bad.to_string())
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the {limit}-byte limit"))
+}
+
+/// One structured event per admission decision.
+fn log_decision(d: &Decision, elapsed: Duration) {
+    let duration_us = elapsed.as_micros() as u64;
+    let containers = d.containers.join(",");
+    let warnings = d.warnings.join(" | ");
+    macro_rules! event {
+        ($level:ident) => {
+            tracing::$level!(
+                uid = %d.uid,
+                namespace = %d.namespace,
+                pod = %d.pod,
+                decision = d.outcome,
+                reason = %d.reason,
+                containers = %containers,
+                patch_ops = d.patch_ops,
+                dry_run = d.dry_run,
+                warnings = %warnings,
+                duration_us,
+                "admission decision"
+            )
+        };
+    }
+    match d.outcome {
+        "error" | "skipped" => event!(warn),
+        "not-applicable" | "out-of-scope" => event!(debug),
+        _ => event!(info),
+    }
+}
+
+/// Accepts TLS connections until `shutdown` resolves, then lets in-flight
+/// requests finish for up to `drain`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(app.clone());
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = http.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
+    }
+}
+
