@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "otel-injector", version, about = "Injects OpenTelemetry Python auto-instrumentation into pods")]
+#[command(
+    name = "otel-injector",
+    version,
+    about = "Injects OpenTelemetry Python auto-instrumentation into pods"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -31,7 +35,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "OTEL_INJECTOR_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "OTEL_INJECTOR_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter, RUST_LOG syntax (RUST_LOG wins when set).
     #[arg(long, global = true, default_value = "info")]
@@ -70,7 +80,11 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8443", env = "OTEL_INJECTOR_LISTEN")]
     pub listen: SocketAddr,
     /// Admin address (plain HTTP: /livez, /readyz, /metrics).
-    #[arg(long, default_value = "0.0.0.0:9090", env = "OTEL_INJECTOR_ADMIN_LISTEN")]
+    #[arg(
+        long,
+        default_value = "0.0.0.0:9090",
+        env = "OTEL_INJECTOR_ADMIN_LISTEN"
+    )]
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,

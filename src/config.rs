@@ -18,7 +18,8 @@ pub const DEFAULT_IMAGE: &str =
 /// the operator already injected are recognised.
 pub const DEFAULT_NAME: &str = "opentelemetry-auto-instrumentation-python";
 pub const DEFAULT_MOUNT_PATH: &str = "/otel-auto-instrumentation";
-pub const DEFAULT_ENDPOINT: &str = "http://cxtvng-splunk-otel-collector-agent.ao.svc.cluster.local:4318";
+pub const DEFAULT_ENDPOINT: &str =
+    "http://cxtvng-splunk-otel-collector-agent.ao.svc.cluster.local:4318";
 pub const DEFAULT_PROTOCOL: &str = "http/protobuf";
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,10 @@ pub enum ConfigError {
         source: serde_yaml_ng::Error,
     },
     #[error("config setting `{setting}` is invalid: {reason}")]
-    Invalid { setting: &'static str, reason: String },
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
 }
 
 /// Everything the webhook injects, as the operator of the webhook sets it.
@@ -119,20 +123,28 @@ impl std::str::FromStr for Platform {
         match s {
             "glibc" => Ok(Platform::Glibc),
             "musl" => Ok(Platform::Musl),
-            other => Err(format!("unknown platform {other:?} (expected glibc or musl)")),
+            other => Err(format!(
+                "unknown platform {other:?} (expected glibc or musl)"
+            )),
         }
     }
 }
 
 impl Default for Exporter {
     fn default() -> Self {
-        Exporter { endpoint: Some(DEFAULT_ENDPOINT.to_owned()), protocol: DEFAULT_PROTOCOL.to_owned() }
+        Exporter {
+            endpoint: Some(DEFAULT_ENDPOINT.to_owned()),
+            protocol: DEFAULT_PROTOCOL.to_owned(),
+        }
     }
 }
 
 impl Default for CommandWrapper {
     fn default() -> Self {
-        CommandWrapper { enabled: true, interpreter: "python3".to_owned() }
+        CommandWrapper {
+            enabled: true,
+            interpreter: "python3".to_owned(),
+        }
     }
 }
 
@@ -194,23 +206,36 @@ impl Config {
     /// Reads and validates a YAML config file. Keys left out take their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
         Self::from_yaml(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: display, source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: display,
+                source,
+            },
             other => other,
         })
     }
 
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = serde_yaml_ng::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: "<inline>".to_owned(), source })?;
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: "<inline>".to_owned(),
+                source,
+            })?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, reason: &str| Err(ConfigError::Invalid { setting, reason: reason.to_owned() });
+        let invalid = |setting, reason: &str| {
+            Err(ConfigError::Invalid {
+                setting,
+                reason: reason.to_owned(),
+            })
+        };
         if self.image.trim().is_empty() {
             return invalid("image", "must name an image");
         }
@@ -218,11 +243,20 @@ impl Config {
             return invalid("mountPath", "must be an absolute path other than /");
         }
         if self.mount_path.contains(':') {
-            return invalid("mountPath", "must not contain ':' (it is joined into PYTHONPATH)");
+            return invalid(
+                "mountPath",
+                "must not contain ':' (it is joined into PYTHONPATH)",
+            );
         }
-        for (setting, name) in [("initContainerName", &self.init_container_name), ("volumeName", &self.volume_name)] {
+        for (setting, name) in [
+            ("initContainerName", &self.init_container_name),
+            ("volumeName", &self.volume_name),
+        ] {
             if !is_dns_label(name) {
-                return invalid(setting, "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)");
+                return invalid(
+                    setting,
+                    "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)",
+                );
             }
         }
         if self.exporter.protocol.trim().is_empty() {
@@ -235,7 +269,8 @@ impl Config {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -247,25 +282,37 @@ mod tests {
     #[test]
     fn shipped_config_file_is_the_builtin_profile() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/config.yaml");
-        assert_eq!(Config::from_file(&path).expect("manifests/config.yaml loads"), Config::default());
+        assert_eq!(
+            Config::from_file(&path).expect("manifests/config.yaml loads"),
+            Config::default()
+        );
     }
 
     #[test]
     fn empty_file_means_defaults() {
-        assert_eq!(Config::from_yaml("{}").expect("empty config"), Config::default());
+        assert_eq!(
+            Config::from_yaml("{}").expect("empty config"),
+            Config::default()
+        );
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_their_name() {
-        let err = Config::from_yaml("imagee: foo").expect_err("typo must fail").to_string();
+        let err = Config::from_yaml("imagee: foo")
+            .expect_err("typo must fail")
+            .to_string();
         assert!(err.contains("imagee"), "{err}");
     }
 
     #[test]
     fn invalid_settings_name_the_setting() {
-        let err = Config::from_yaml("mountPath: relative").expect_err("relative").to_string();
+        let err = Config::from_yaml("mountPath: relative")
+            .expect_err("relative")
+            .to_string();
         assert!(err.contains("mountPath"), "{err}");
-        let err = Config::from_yaml("volumeName: Bad_Name").expect_err("bad name").to_string();
+        let err = Config::from_yaml("volumeName: Bad_Name")
+            .expect_err("bad name")
+            .to_string();
         assert!(err.contains("volumeName"), "{err}");
     }
 }

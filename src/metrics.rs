@@ -54,23 +54,60 @@ impl Metrics {
             admissions.clone(),
         );
         let bad_requests = Family::<ReasonLabels, Counter>::default();
-        registry.register("bad_requests", "Requests refused before any review (HTTP 4xx), by reason", bad_requests.clone());
+        registry.register(
+            "bad_requests",
+            "Requests refused before any review (HTTP 4xx), by reason",
+            bad_requests.clone(),
+        );
         // 25 µs .. ~0.8 s
         let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
-        registry.register("admission_duration_seconds", "Time to answer one AdmissionReview, body read to response", duration.clone());
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer one AdmissionReview, body read to response",
+            duration.clone(),
+        );
         let patch_bytes = Histogram::new(exponential_buckets(64.0, 2.0, 14));
-        registry.register("patch_bytes", "Size of the JSON Patch sent back, in bytes", patch_bytes.clone());
+        registry.register(
+            "patch_bytes",
+            "Size of the JSON Patch sent back, in bytes",
+            patch_bytes.clone(),
+        );
         let cert_expiry = Gauge::<f64, AtomicU64>::default();
-        registry.register("certificate_expiry_timestamp_seconds", "notAfter of the serving certificate, Unix seconds", cert_expiry.clone());
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate, Unix seconds",
+            cert_expiry.clone(),
+        );
         let cert_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("certificate_reloads", "Serving certificate reloads, by result (success, failure)", cert_reloads.clone());
+        registry.register(
+            "certificate_reloads",
+            "Serving certificate reloads, by result (success, failure)",
+            cert_reloads.clone(),
+        );
         let instrumentations = Gauge::default();
-        registry.register("instrumentations", "Instrumentation resources known from the watch", instrumentations.clone());
-        Metrics { registry, admissions, bad_requests, duration, patch_bytes, cert_expiry, cert_reloads, instrumentations }
+        registry.register(
+            "instrumentations",
+            "Instrumentation resources known from the watch",
+            instrumentations.clone(),
+        );
+        Metrics {
+            registry,
+            admissions,
+            bad_requests,
+            duration,
+            patch_bytes,
+            cert_expiry,
+            cert_reloads,
+            instrumentations,
+        }
     }
 
     pub fn observe(&self, decision: &Decision, elapsed: Duration) {
-        self.admissions.get_or_create(&OutcomeLabels { outcome: decision.outcome.to_owned() }).inc();
+        self.admissions
+            .get_or_create(&OutcomeLabels {
+                outcome: decision.outcome.to_owned(),
+            })
+            .inc();
         self.duration.observe(elapsed.as_secs_f64());
         if decision.patch_bytes > 0 {
             self.patch_bytes.observe(decision.patch_bytes as f64);
@@ -78,12 +115,20 @@ impl Metrics {
     }
 
     pub fn bad_request(&self, reason: &str) {
-        self.bad_requests.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+        self.bad_requests
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn cert_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
-        self.cert_reloads.get_or_create(&ResultLabels { result: result.to_owned() }).inc();
+        self.cert_reloads
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -18,7 +18,10 @@ pub const PYTHON_PLATFORM: &str = "instrumentation.opentelemetry.io/otel-python-
 pub enum InstrumentationRef {
     /// `"true"`: the single Instrumentation of the pod's namespace, if there is one.
     Default,
-    Named { namespace: String, name: String },
+    Named {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// What admission may know about the cluster, answered from in-memory
@@ -57,7 +60,12 @@ impl ClusterView for StaticView {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scope {
     /// Instrument with these settings; `why` says what put the pod in scope.
-    Inject { settings: Box<Settings>, container_names: Option<Vec<String>>, platform: Option<Platform>, why: String },
+    Inject {
+        settings: Box<Settings>,
+        container_names: Option<Vec<String>>,
+        platform: Option<Platform>,
+        why: String,
+    },
     /// Leave the pod untouched.
     OutOfScope { why: String },
     /// The pod asked for injection but it cannot be done; admit it untouched
@@ -86,8 +94,14 @@ pub fn parse_ref(value: &str, pod_namespace: &str) -> InstrumentationRef {
         return InstrumentationRef::Default;
     }
     match value.split_once('/') {
-        Some((ns, name)) => InstrumentationRef::Named { namespace: ns.to_owned(), name: name.to_owned() },
-        None => InstrumentationRef::Named { namespace: pod_namespace.to_owned(), name: value.to_owned() },
+        Some((ns, name)) => InstrumentationRef::Named {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        },
+        None => InstrumentationRef::Named {
+            namespace: pod_namespace.to_owned(),
+            name: value.to_owned(),
+        },
     }
 }
 
@@ -105,25 +119,51 @@ pub fn resolve(
     lookup: &dyn ClusterView,
 ) -> Scope {
     let pod_annotations = pod.metadata.annotations.as_ref();
-    let value = effective_annotation(annotation(pod_annotations, INJECT_PYTHON), annotation(namespace_annotations, INJECT_PYTHON));
+    let value = effective_annotation(
+        annotation(pod_annotations, INJECT_PYTHON),
+        annotation(namespace_annotations, INJECT_PYTHON),
+    );
     let namespace_configured = config.namespaces.iter().any(|n| n == namespace);
 
     let (settings, why) = if value.eq_ignore_ascii_case("false") {
-        return Scope::OutOfScope { why: format!("{INJECT_PYTHON} is \"false\"") };
+        return Scope::OutOfScope {
+            why: format!("{INJECT_PYTHON} is \"false\""),
+        };
     } else if value.is_empty() {
         if !namespace_configured {
-            return Scope::OutOfScope { why: format!("namespace {namespace} is not configured for injection and the pod has no {INJECT_PYTHON} annotation") };
+            return Scope::OutOfScope {
+                why: format!(
+                    "namespace {namespace} is not configured for injection and the pod has no {INJECT_PYTHON} annotation"
+                ),
+            };
         }
-        (base.clone(), format!("namespace {namespace} is configured for injection"))
+        (
+            base.clone(),
+            format!("namespace {namespace} is configured for injection"),
+        )
     } else {
         match parse_ref(value, namespace) {
             InstrumentationRef::Default => {
                 let names = lookup.instrumentations_in(namespace);
                 match names.as_slice() {
-                    [] => (base.clone(), format!("{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config")),
+                    [] => (
+                        base.clone(),
+                        format!(
+                            "{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config"
+                        ),
+                    ),
                     [one] => match lookup.instrumentation(namespace, one, base) {
-                        Some(s) => (s, format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}")),
-                        None => return Scope::Unresolvable { why: format!("Instrumentation {namespace}/{one} vanished during admission") },
+                        Some(s) => (
+                            s,
+                            format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
+                        ),
+                        None => {
+                            return Scope::Unresolvable {
+                                why: format!(
+                                    "Instrumentation {namespace}/{one} vanished during admission"
+                                ),
+                            };
+                        }
                     },
                     many => {
                         return Scope::Unresolvable {
@@ -136,17 +176,27 @@ pub fn resolve(
                     }
                 }
             }
-            InstrumentationRef::Named { namespace: ref_ns, name } => {
+            InstrumentationRef::Named {
+                namespace: ref_ns,
+                name,
+            } => {
                 if ref_ns != namespace && !config.allow_cross_namespace_instrumentation {
                     return Scope::Unresolvable {
-                        why: format!("{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"),
+                        why: format!(
+                            "{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"
+                        ),
                     };
                 }
                 match lookup.instrumentation(&ref_ns, &name, base) {
-                    Some(s) => (s, format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}")),
+                    Some(s) => (
+                        s,
+                        format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
+                    ),
                     None => {
                         return Scope::Unresolvable {
-                            why: format!("{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"),
+                            why: format!(
+                                "{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"
+                            ),
                         };
                     }
                 }
@@ -159,17 +209,31 @@ pub fn resolve(
         .or_else(|| annotation(namespace_annotations, PYTHON_CONTAINER_NAMES))
         .or_else(|| annotation(namespace_annotations, CONTAINER_NAMES));
     let container_names = names.map(|list| {
-        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect::<Vec<_>>()
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
     });
-    let platform_value = annotation(pod_annotations, PYTHON_PLATFORM).or_else(|| annotation(namespace_annotations, PYTHON_PLATFORM));
+    let platform_value = annotation(pod_annotations, PYTHON_PLATFORM)
+        .or_else(|| annotation(namespace_annotations, PYTHON_PLATFORM));
     let platform = match platform_value.map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(p) => match p.parse::<Platform>() {
             Ok(p) => Some(p),
-            Err(e) => return Scope::Unresolvable { why: format!("{PYTHON_PLATFORM}: {e}") },
+            Err(e) => {
+                return Scope::Unresolvable {
+                    why: format!("{PYTHON_PLATFORM}: {e}"),
+                };
+            }
         },
     };
-    Scope::Inject { settings: Box::new(settings), container_names, platform, why }
+    Scope::Inject {
+        settings: Box::new(settings),
+        container_names,
+        platform,
+        why,
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +262,19 @@ mod tests {
     #[test]
     fn references() {
         assert_eq!(parse_ref("TRUE", "a"), InstrumentationRef::Default);
-        assert_eq!(parse_ref("x", "a"), InstrumentationRef::Named { namespace: "a".into(), name: "x".into() });
-        assert_eq!(parse_ref("b/x", "a"), InstrumentationRef::Named { namespace: "b".into(), name: "x".into() });
+        assert_eq!(
+            parse_ref("x", "a"),
+            InstrumentationRef::Named {
+                namespace: "a".into(),
+                name: "x".into()
+            }
+        );
+        assert_eq!(
+            parse_ref("b/x", "a"),
+            InstrumentationRef::Named {
+                namespace: "b".into(),
+                name: "x".into()
+            }
+        );
     }
 }

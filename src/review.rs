@@ -21,7 +21,9 @@ pub const KIND: &str = "AdmissionReview";
 pub enum BadReview {
     #[error("body is not a JSON AdmissionReview: {0}")]
     NotJson(String),
-    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}")]
+    #[error(
+        "expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}"
+    )]
     WrongType { api_version: String, kind: String },
     #[error("AdmissionReview has no request")]
     NoRequest,
@@ -111,7 +113,10 @@ impl WireResponse<'_> {
             response: WireResponse {
                 uid: &response.uid,
                 allowed: response.allowed,
-                patch: response.patch.as_deref().map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+                patch: response
+                    .patch
+                    .as_deref()
+                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
                 patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
                 warnings: response.warnings.as_deref().filter(|w| !w.is_empty()),
             },
@@ -124,7 +129,11 @@ impl WireResponse<'_> {
 impl Reviewer {
     pub fn new(config: Config, cluster: Arc<dyn ClusterView>) -> Self {
         let settings = Settings::from_config(&config);
-        Reviewer { config: Arc::new(config), settings: Arc::new(settings), cluster }
+        Reviewer {
+            config: Arc::new(config),
+            settings: Arc::new(settings),
+            cluster,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -136,13 +145,14 @@ impl Reviewer {
         match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
             Ok(review) => {
                 check_type(&review.types.api_version, &review.types.kind)?;
-                let request: AdmissionRequest<Pod> = review.try_into().map_err(|_| BadReview::NoRequest)?;
+                let request: AdmissionRequest<Pod> =
+                    review.try_into().map_err(|_| BadReview::NoRequest)?;
                 Ok(self.decide(&request))
             }
             Err(typed_error) => {
                 // The envelope may be fine and only the pod odd: admit it, say why.
-                let envelope: Envelope =
-                    serde_json::from_slice(body).map_err(|_| BadReview::NotJson(typed_error.to_string()))?;
+                let envelope: Envelope = serde_json::from_slice(body)
+                    .map_err(|_| BadReview::NotJson(typed_error.to_string()))?;
                 check_type(&envelope.api_version, &envelope.kind)?;
                 let request = envelope.request.ok_or(BadReview::NoRequest)?;
                 let reason = format!("could not decode the request: {typed_error}");
@@ -174,12 +184,23 @@ impl Reviewer {
         let namespace = request
             .namespace
             .clone()
-            .or_else(|| request.object.as_ref().and_then(|p| p.metadata.namespace.clone()))
+            .or_else(|| {
+                request
+                    .object
+                    .as_ref()
+                    .and_then(|p| p.metadata.namespace.clone())
+            })
             .unwrap_or_default();
         let pod_label = request
             .object
             .as_ref()
-            .and_then(|p| p.metadata.name.clone().filter(|n| !n.is_empty()).or_else(|| p.metadata.generate_name.clone()))
+            .and_then(|p| {
+                p.metadata
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .or_else(|| p.metadata.generate_name.clone())
+            })
             .unwrap_or_else(|| request.name.clone());
         let mut decision = Decision {
             uid: request.uid.clone(),
@@ -196,14 +217,25 @@ impl Reviewer {
         let mut response = AdmissionResponse::from(request);
 
         let is_pod = request.resource.group.is_empty() && request.resource.resource == "pods";
-        let pod = match (&request.object, is_pod, &request.operation, request.sub_resource.as_deref()) {
+        let pod = match (
+            &request.object,
+            is_pod,
+            &request.operation,
+            request.sub_resource.as_deref(),
+        ) {
             (Some(pod), true, Operation::Create, None | Some("")) => pod,
             (None, true, Operation::Create, None | Some("")) => {
                 decision.outcome = "error";
                 decision.reason = "pod CREATE review without an object".into();
-                decision.warnings.push(format!("otel-injector: pod not instrumented: {}", decision.reason));
+                decision.warnings.push(format!(
+                    "otel-injector: pod not instrumented: {}",
+                    decision.reason
+                ));
                 response.warnings = Some(decision.warnings.clone());
-                return Reviewed { body: WireResponse::encode(&response), decision };
+                return Reviewed {
+                    body: WireResponse::encode(&response),
+                    decision,
+                };
             }
             _ => {
                 decision.reason = format!(
@@ -211,24 +243,45 @@ impl Reviewer {
                     request.operation,
                     request.resource.group,
                     request.resource.resource,
-                    request.sub_resource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
+                    request
+                        .sub_resource
+                        .as_deref()
+                        .map(|s| format!("/{s}"))
+                        .unwrap_or_default()
                 );
-                return Reviewed { body: WireResponse::encode(&response), decision };
+                return Reviewed {
+                    body: WireResponse::encode(&response),
+                    decision,
+                };
             }
         };
 
         let ns_annotations = self.cluster.namespace_annotations(&namespace);
-        match policy::resolve(pod, &namespace, ns_annotations.as_ref(), &self.config, &self.settings, self.cluster.as_ref()) {
+        match policy::resolve(
+            pod,
+            &namespace,
+            ns_annotations.as_ref(),
+            &self.config,
+            &self.settings,
+            self.cluster.as_ref(),
+        ) {
             Scope::OutOfScope { why } => {
                 decision.outcome = "out-of-scope";
                 decision.reason = why;
             }
             Scope::Unresolvable { why } => {
                 decision.outcome = "error";
-                decision.warnings.push(format!("otel-injector: pod not instrumented: {why}"));
+                decision
+                    .warnings
+                    .push(format!("otel-injector: pod not instrumented: {why}"));
                 decision.reason = why;
             }
-            Scope::Inject { settings, container_names, platform, why } => {
+            Scope::Inject {
+                settings,
+                container_names,
+                platform,
+                why,
+            } => {
                 let workload = self.cluster.workload(pod, &namespace);
                 let inject_request = inject::Request {
                     namespace: &namespace,
@@ -237,14 +290,25 @@ impl Reviewer {
                     platform,
                     workload,
                 };
-                let Injection { outcome, patch, containers, warnings } = inject::inject(pod, &settings, &inject_request);
+                let Injection {
+                    outcome,
+                    patch,
+                    containers,
+                    warnings,
+                } = inject::inject(pod, &settings, &inject_request);
                 decision.outcome = outcome.label();
                 decision.reason = match &outcome {
                     Outcome::Injected => why,
-                    Outcome::AlreadyInjected { marker } => format!("pod already has init container {marker}"),
+                    Outcome::AlreadyInjected { marker } => {
+                        format!("pod already has init container {marker}")
+                    }
                     Outcome::Skipped { reason } => reason.clone(),
                 };
-                decision.containers = containers.into_iter().filter(|c| c.instrumented).map(|c| c.name).collect();
+                decision.containers = containers
+                    .into_iter()
+                    .filter(|c| c.instrumented)
+                    .map(|c| c.name)
+                    .collect();
                 decision.warnings = warnings;
                 if let Some(warning) = endpoint_warning(&settings) {
                     decision.warnings.push(warning);
@@ -268,7 +332,10 @@ impl Reviewer {
         if !decision.warnings.is_empty() {
             response.warnings = Some(decision.warnings.clone());
         }
-        Reviewed { body: WireResponse::encode(&response), decision }
+        Reviewed {
+            body: WireResponse::encode(&response),
+            decision,
+        }
     }
 }
 
@@ -289,6 +356,9 @@ fn check_type(api_version: &str, kind: &str) -> Result<(), BadReview> {
     if api_version == API_VERSION && kind == KIND {
         Ok(())
     } else {
-        Err(BadReview::WrongType { api_version: api_version.to_owned(), kind: kind.to_owned() })
+        Err(BadReview::WrongType {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        })
     }
 }

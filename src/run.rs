@@ -3,13 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState, Readiness};
+use crate::certs;
 use crate::cli::{CertsArgs, ServeArgs};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,7 +18,6 @@ use crate::policy::StaticView;
 use crate::review::Reviewer;
 use crate::server::{self, AppState};
 use crate::tls::{self, CertStore};
-use crate::certs;
 
 pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     match path {
@@ -30,7 +30,13 @@ pub fn write_certs(args: &CertsArgs) -> anyhow::Result<()> {
     let mut names = certs::service_names(&args.service, &args.namespace);
     names.extend(args.extra_sans.iter().cloned());
     let paths = certs::generate(&names)?.write(&args.out)?;
-    println!("wrote {} (CA), {} and {} for {}", paths.ca.display(), paths.cert.display(), paths.key.display(), names.join(", "));
+    println!(
+        "wrote {} (CA), {} and {} for {}",
+        paths.ca.display(),
+        paths.cert.display(),
+        paths.key.display(),
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -52,7 +58,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (paths.cert, paths.key)
         }
     };
-    let store = Arc::new(CertStore::load(cert_path, key_path).context("loading the serving certificate")?);
+    let store =
+        Arc::new(CertStore::load(cert_path, key_path).context("loading the serving certificate")?);
     let tls_config = tls::server_config(store.clone(), args.tls.client_ca.as_deref())?;
 
     let metrics = Arc::new(Metrics::new());
@@ -62,8 +69,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     readiness.watches_synced.store(true, Ordering::Release);
 
     let reviewer = Reviewer::new(config, Arc::new(StaticView));
-    let app = server::router(AppState { reviewer, metrics: metrics.clone(), body_limit: args.body_limit });
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding the webhook to {}", args.listen))?;
+    let app = server::router(AppState {
+        reviewer,
+        metrics: metrics.clone(),
+        body_limit: args.body_limit,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the webhook to {}", args.listen))?;
     let admin_listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin port to {}", args.admin_listen))?;
@@ -74,16 +87,26 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "serving"
     );
 
-    tokio::spawn(watch_certs(store, metrics.clone(), Duration::from_secs(args.tls.cert_reload_seconds.max(1))));
+    tokio::spawn(watch_certs(
+        store,
+        metrics.clone(),
+        Duration::from_secs(args.tls.cert_reload_seconds.max(1)),
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin_app = admin::router(AdminState { readiness: readiness.clone(), metrics });
+    let admin_app = admin::router(AdminState {
+        readiness: readiness.clone(),
+        metrics,
+    });
     let mut admin_stop = stop_rx.clone();
     let admin = tokio::spawn(async move {
         let stopped = async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(admin_listener, admin_app).with_graceful_shutdown(stopped).await {
+        if let Err(e) = axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::error!(error = %e, "admin server failed");
         }
     });
@@ -104,7 +127,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
     };
-    server::serve_tls(listener, TlsAcceptor::from(Arc::new(tls_config)), app, shutdown, Duration::from_secs(args.drain_seconds)).await;
+    server::serve_tls(
+        listener,
+        TlsAcceptor::from(Arc::new(tls_config)),
+        app,
+        shutdown,
+        Duration::from_secs(args.drain_seconds),
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = admin.await;
     tracing::info!("stopped");
@@ -175,5 +205,5 @@ pub fn not_after_seconds(store: &CertStore) -> f64 {
         .first()
         .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
         .map(|(_, cert)| cert.validity().not_after.timestamp() as f64)
-        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0) * 0.0)
+        .unwrap_or(0.0)
 }

@@ -48,18 +48,30 @@ pub fn router(state: AppState) -> Router {
         .route("/mutate", post(mutate))
         .route("/mutate-v1-pod", post(mutate))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found: POST AdmissionReviews to /mutate") })
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not found: POST AdmissionReviews to /mutate",
+            )
+        })
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into(), "status": status.as_u16() }))).into_response()
+    (
+        status,
+        axum::Json(json!({ "error": message.into(), "status": status.as_u16() })),
+    )
+        .into_response()
 }
 
 async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let ct = content_type.to_str().unwrap_or_default().to_ascii_lowercase();
+        let ct = content_type
+            .to_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if !ct.starts_with("application/json") {
             state.metrics.bad_request("unsupported-media-type");
             return error(
@@ -86,7 +98,10 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
                 return too_large(state.body_limit);
             }
             state.metrics.bad_request("unreadable");
-            return error(StatusCode::BAD_REQUEST, format!("cannot read request body: {e}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read request body: {e}"),
+            );
         }
     };
     match state.reviewer.review(&bytes) {
@@ -105,7 +120,10 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
 }
 
 fn too_large(limit: usize) -> Response {
-    error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than the {limit}-byte limit"))
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the {limit}-byte limit"),
+    )
 }
 
 /// One structured event per admission decision.
@@ -148,7 +166,9 @@ pub async fn serve_tls(
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
     let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
@@ -170,17 +190,18 @@ pub async fn serve_tls(
         let http = http.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let conn = http.serve_connection(TokioIo::new(tls), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -193,4 +214,3 @@ pub async fn serve_tls(
         () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
     }
 }
-

@@ -48,19 +48,29 @@ pub fn install_crypto_provider() {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 pub fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Pem { path: path.display().to_string(), source })?;
+        .map_err(|source| TlsError::Pem {
+            path: path.display().to_string(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.display().to_string() });
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
     }
     Ok(certs)
 }
@@ -70,8 +80,13 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsE
     let certs = parse_certs(&read(cert_path)?, cert_path)?;
     let key_pem = read(key_path)?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|source| TlsError::Pem { path: key_path.display().to_string(), source })?
-        .ok_or_else(|| TlsError::NoKey { path: key_path.display().to_string() })?;
+        .map_err(|source| TlsError::Pem {
+            path: key_path.display().to_string(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key_path.display().to_string(),
+        })?;
     let pair_error = |source| TlsError::Pair {
         cert: cert_path.display().to_string(),
         key: key_path.display().to_string(),
@@ -93,7 +108,11 @@ pub struct CertStore {
 impl CertStore {
     pub fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Self, TlsError> {
         let pair = load_pair(&cert_path, &key_path)?;
-        Ok(CertStore { cert_path, key_path, current: RwLock::new(Arc::new(pair)) })
+        Ok(CertStore {
+            cert_path,
+            key_path,
+            current: RwLock::new(Arc::new(pair)),
+        })
     }
 
     /// Re-reads the files; on error the last good pair stays in use.
@@ -130,7 +149,10 @@ impl ResolvesServerCert for Resolver {
 /// TLS 1.2/1.3 with the provider's default (strong) suites; ALPN offers only
 /// `http/1.1`, so a client that insists on h2 is refused in the handshake.
 /// With `client_ca`, clients must present a certificate it signed.
-pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    store: Arc<CertStore>,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match client_ca {
@@ -138,11 +160,17 @@ pub fn server_config(store: Arc<CertStore>, client_ca: Option<&Path>) -> Result<
         Some(path) => {
             let mut roots = RootCertStore::empty();
             for cert in parse_certs(&read(path)?, path)? {
-                roots.add(cert).map_err(|e| TlsError::ClientCa { path: path.display().to_string(), reason: e.to_string() })?;
+                roots.add(cert).map_err(|e| TlsError::ClientCa {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| TlsError::ClientCa { path: path.display().to_string(), reason: e.to_string() })?;
+                .map_err(|e| TlsError::ClientCa {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use indexmap::IndexMap;
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, ResourceRequirements, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
@@ -93,7 +93,10 @@ impl Settings {
 
     /// `<mount>/opentelemetry/instrumentation/auto_instrumentation`, where `sitecustomize` lives.
     pub fn pythonpath_prefix(&self) -> String {
-        format!("{}/opentelemetry/instrumentation/auto_instrumentation", self.mount_path)
+        format!(
+            "{}/opentelemetry/instrumentation/auto_instrumentation",
+            self.mount_path
+        )
     }
 }
 
@@ -124,9 +127,13 @@ pub struct ContainerReport {
 pub enum Outcome {
     Injected,
     /// The pod already carries an auto-instrumentation init container.
-    AlreadyInjected { marker: String },
+    AlreadyInjected {
+        marker: String,
+    },
     /// In scope, but nothing could be instrumented safely.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -162,7 +169,9 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         .find(|n| *n == settings.init_container_name || *n == OPERATOR_INIT_CONTAINER)
     {
         return Injection {
-            outcome: Outcome::AlreadyInjected { marker: marker.to_owned() },
+            outcome: Outcome::AlreadyInjected {
+                marker: marker.to_owned(),
+            },
             patch: Patch(Vec::new()),
             containers: Vec::new(),
             warnings: Vec::new(),
@@ -199,17 +208,34 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
             }),
             Ok(plan) => {
                 let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
-                let path = |rest: &[&str]| pointer(base.iter().map(String::as_str).chain(rest.iter().copied()));
+                let path = |rest: &[&str]| {
+                    pointer(base.iter().map(String::as_str).chain(rest.iter().copied()))
+                };
                 let mount = VolumeMount {
                     mount_path: settings.mount_path.clone(),
                     name: settings.volume_name.clone(),
                     ..Default::default()
                 };
-                patch.append(path(&["volumeMounts"]), container.volume_mounts.is_some(), &mount);
+                patch.append(
+                    path(&["volumeMounts"]),
+                    container.volume_mounts.is_some(),
+                    &mount,
+                );
                 if let Some((env_index, value)) = plan.pythonpath_update {
-                    patch.add(path(&["env", &env_index.to_string(), "value"]), Value::String(value));
+                    patch.add(
+                        path(&["env", &env_index.to_string(), "value"]),
+                        Value::String(value),
+                    );
                 }
-                let generated = generated_env(pod, container, settings, request, &service_name, workload, &pythonpath_prefix);
+                let generated = generated_env(
+                    pod,
+                    container,
+                    settings,
+                    request,
+                    &service_name,
+                    workload,
+                    &pythonpath_prefix,
+                );
                 let mut has_env = container.env.is_some();
                 for var in generated {
                     patch.append(path(&["env"]), has_env, &var);
@@ -218,11 +244,22 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                 let (wrapped, reason) = match plan.wrap {
                     Wrap::Wrapped(new_command) => {
                         patch.add_typed(path(&["command"]), &new_command);
-                        (true, "instrumented; command wrapped with opentelemetry-instrument".to_owned())
+                        (
+                            true,
+                            "instrumented; command wrapped with opentelemetry-instrument"
+                                .to_owned(),
+                        )
                     }
-                    Wrap::NotWrapped(why) => (false, format!("instrumented; command not wrapped: {why}")),
+                    Wrap::NotWrapped(why) => {
+                        (false, format!("instrumented; command not wrapped: {why}"))
+                    }
                 };
-                reports.push(ContainerReport { name: container.name.clone(), instrumented: true, wrapped, reason });
+                reports.push(ContainerReport {
+                    name: container.name.clone(),
+                    instrumented: true,
+                    wrapped,
+                    reason,
+                });
             }
         }
     }
@@ -232,7 +269,11 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         let reason = if reports.is_empty() {
             "no container to instrument".to_owned()
         } else {
-            reports.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ")
+            reports
+                .iter()
+                .map(|r| format!("{}: {}", r.name, r.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
         };
         warnings.push(format!("otel-injector: pod not instrumented: {reason}"));
         return skipped(pod, reports, warnings, reason);
@@ -267,7 +308,11 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         security_context,
         ..Default::default()
     };
-    patch.append(pointer(["spec", "initContainers"]), spec.init_containers.is_some(), &init);
+    patch.append(
+        pointer(["spec", "initContainers"]),
+        spec.init_containers.is_some(),
+        &init,
+    );
     let volume = Volume {
         name: settings.volume_name.clone(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -276,26 +321,63 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         }),
         ..Default::default()
     };
-    patch.append(pointer(["spec", "volumes"]), spec.volumes.is_some(), &volume);
-    add_node_selector(&mut patch, spec.node_selector.as_ref(), &settings.node_selector, &mut warnings);
+    patch.append(
+        pointer(["spec", "volumes"]),
+        spec.volumes.is_some(),
+        &volume,
+    );
+    add_node_selector(
+        &mut patch,
+        spec.node_selector.as_ref(),
+        &settings.node_selector,
+        &mut warnings,
+    );
 
     let names: Vec<&str> = instrumented.iter().map(|r| r.name.as_str()).collect();
-    let reason = reports.iter().map(|r| format!("{}: {}", r.name, r.reason)).collect::<Vec<_>>().join("; ");
+    let reason = reports
+        .iter()
+        .map(|r| format!("{}: {}", r.name, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ");
     status_annotations(&mut patch, pod, "injected", &names.join(","), &reason);
-    Injection { outcome: Outcome::Injected, patch: patch.build(), containers: reports, warnings }
+    Injection {
+        outcome: Outcome::Injected,
+        patch: patch.build(),
+        containers: reports,
+        warnings,
+    }
 }
 
-fn skipped(pod: &Pod, containers: Vec<ContainerReport>, warnings: Vec<String>, reason: String) -> Injection {
+fn skipped(
+    pod: &Pod,
+    containers: Vec<ContainerReport>,
+    warnings: Vec<String>,
+    reason: String,
+) -> Injection {
     let mut patch = PatchBuilder::default();
     status_annotations(&mut patch, pod, "skipped", "", &reason);
-    Injection { outcome: Outcome::Skipped { reason }, patch: patch.build(), containers, warnings }
+    Injection {
+        outcome: Outcome::Skipped { reason },
+        patch: patch.build(),
+        containers,
+        warnings,
+    }
 }
 
 /// Writes the outcome annotations, only where they differ from what the pod
 /// already says, so a re-admission of our own output yields an empty patch.
-fn status_annotations(patch: &mut PatchBuilder, pod: &Pod, status: &str, containers: &str, reason: &str) {
+fn status_annotations(
+    patch: &mut PatchBuilder,
+    pod: &Pod,
+    status: &str,
+    containers: &str,
+    reason: &str,
+) {
     let existing = pod.metadata.annotations.as_ref();
-    let mut wanted = vec![(STATUS_ANNOTATION, status), (VERSION_ANNOTATION, env!("CARGO_PKG_VERSION"))];
+    let mut wanted = vec![
+        (STATUS_ANNOTATION, status),
+        (VERSION_ANNOTATION, env!("CARGO_PKG_VERSION")),
+    ];
     if !containers.is_empty() {
         wanted.push((CONTAINERS_ANNOTATION, containers));
     }
@@ -309,13 +391,18 @@ fn status_annotations(patch: &mut PatchBuilder, pod: &Pod, status: &str, contain
     }
     match existing {
         None => {
-            let map: serde_json::Map<String, Value> =
-                missing.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
+            let map: serde_json::Map<String, Value> = missing
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .collect();
             patch.add(pointer(["metadata", "annotations"]), Value::Object(map));
         }
         Some(_) => {
             for (k, v) in missing {
-                patch.add(pointer(["metadata", "annotations", k]), Value::String(v.to_owned()));
+                patch.add(
+                    pointer(["metadata", "annotations", k]),
+                    Value::String(v.to_owned()),
+                );
             }
         }
     }
@@ -347,7 +434,12 @@ fn add_node_selector(
 }
 
 /// Indexes of the containers to instrument.
-fn choose_targets(containers: &[Container], settings: &Settings, request: &Request<'_>, warnings: &mut Vec<String>) -> Vec<usize> {
+fn choose_targets(
+    containers: &[Container],
+    settings: &Settings,
+    request: &Request<'_>,
+    warnings: &mut Vec<String>,
+) -> Vec<usize> {
     match &request.container_names {
         Some(names) => {
             let mut targets = Vec::new();
@@ -377,7 +469,11 @@ struct ContainerPlan {
     wrap: Wrap,
 }
 
-fn plan_container(container: &Container, settings: &Settings, prefix: &str) -> Result<ContainerPlan, String> {
+fn plan_container(
+    container: &Container,
+    settings: &Settings,
+    prefix: &str,
+) -> Result<ContainerPlan, String> {
     let env = container.env.as_deref().unwrap_or_default();
     let mut pythonpath_update = None;
     if let Some((i, var)) = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH") {
@@ -405,15 +501,28 @@ fn plan_container(container: &Container, settings: &Settings, prefix: &str) -> R
         ));
     }
     let wrap = if settings.command_wrapper.enabled {
-        command::wrap(container.command.as_deref(), &settings.mount_path, &settings.command_wrapper.interpreter)
+        command::wrap(
+            container.command.as_deref(),
+            &settings.mount_path,
+            &settings.command_wrapper.interpreter,
+        )
     } else {
-        Wrap::NotWrapped("command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it")
+        Wrap::NotWrapped(
+            "command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it",
+        )
     };
-    Ok(ContainerPlan { pythonpath_update, wrap })
+    Ok(ContainerPlan {
+        pythonpath_update,
+        wrap,
+    })
 }
 
 fn plain(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.to_owned(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn field_ref(name: &str, path: &str) -> EnvVar {
@@ -421,7 +530,10 @@ fn field_ref(name: &str, path: &str) -> EnvVar {
         name: name.to_owned(),
         value: None,
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), api_version: None }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                api_version: None,
+            }),
             ..Default::default()
         }),
     }
@@ -440,15 +552,25 @@ fn generated_env(
     pythonpath_prefix: &str,
 ) -> Vec<EnvVar> {
     let mut generated: Vec<EnvVar> = Vec::with_capacity(16);
-    generated.push(plain("PYTHONPATH", format!("{pythonpath_prefix}:{}", settings.mount_path)));
-    for name in ["OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_LOGS_EXPORTER"] {
+    generated.push(plain(
+        "PYTHONPATH",
+        format!("{pythonpath_prefix}:{}", settings.mount_path),
+    ));
+    for name in [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+    ] {
         generated.push(plain(name, "otlp"));
     }
     let extra_at = generated.len();
     if let Some(endpoint) = &settings.endpoint {
         generated.push(plain("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
     }
-    generated.push(plain("OTEL_EXPORTER_OTLP_PROTOCOL", settings.protocol.as_str()));
+    generated.push(plain(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        settings.protocol.as_str(),
+    ));
     if !settings.propagators.is_empty() {
         generated.push(plain("OTEL_PROPAGATORS", settings.propagators.join(",")));
     }
@@ -458,23 +580,39 @@ fn generated_env(
             generated.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
         }
     }
-    let mut attributes: Vec<(String, String)> =
-        settings.resource_attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut attributes: Vec<(String, String)> = settings
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if settings.kubernetes_resource_attributes {
-        generated.push(field_ref("OTEL_RESOURCE_ATTRIBUTES_POD_NAME", "metadata.name"));
-        generated.push(field_ref("OTEL_RESOURCE_ATTRIBUTES_NODE_NAME", "spec.nodeName"));
+        generated.push(field_ref(
+            "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+            "metadata.name",
+        ));
+        generated.push(field_ref(
+            "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
+            "spec.nodeName",
+        ));
         attributes.push(("k8s.container.name".into(), container.name.clone()));
         attributes.push(("k8s.namespace.name".into(), request.namespace.to_owned()));
-        attributes.push(("k8s.node.name".into(), "$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)".into()));
-        attributes.push(("k8s.pod.name".into(), "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)".into()));
-        if let Some(w) = workload {
-            if let Some(key) = w.attribute_key() {
-                attributes.push((key.into(), w.name.clone()));
-            }
+        attributes.push((
+            "k8s.node.name".into(),
+            "$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)".into(),
+        ));
+        attributes.push((
+            "k8s.pod.name".into(),
+            "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)".into(),
+        ));
+        if let Some((key, w)) = workload.and_then(|w| Some((w.attribute_key()?, w))) {
+            attributes.push((key.into(), w.name.clone()));
         }
         attributes.push((
             "service.instance.id".into(),
-            format!("{}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}", request.namespace, container.name),
+            format!(
+                "{}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}",
+                request.namespace, container.name
+            ),
         ));
     }
     if let Some(version) = workload::service_version(pod, container.image.as_deref()) {
@@ -493,20 +631,36 @@ fn generated_env(
     // settings.env replaces a generated var in place, and the rest go after the exporters.
     let overrides: Vec<EnvVar> = {
         let mut seen = HashSet::new();
-        settings.env.iter().filter(|v| seen.insert(v.name.as_str())).cloned().collect()
+        settings
+            .env
+            .iter()
+            .filter(|v| seen.insert(v.name.as_str()))
+            .cloned()
+            .collect()
     };
     let generated_names: HashSet<String> = generated.iter().map(|v| v.name.clone()).collect();
     let mut ordered = Vec::with_capacity(generated.len() + overrides.len());
     for (i, var) in generated.into_iter().enumerate() {
         if i == extra_at {
-            ordered.extend(overrides.iter().filter(|o| !generated_names.contains(&o.name)).cloned());
+            ordered.extend(
+                overrides
+                    .iter()
+                    .filter(|o| !generated_names.contains(&o.name))
+                    .cloned(),
+            );
         }
         match overrides.iter().find(|o| o.name == var.name) {
             Some(o) if var.name != "PYTHONPATH" => ordered.push(o.clone()),
             _ => ordered.push(var),
         }
     }
-    let existing: HashSet<&str> = container.env.as_deref().unwrap_or_default().iter().map(|v| v.name.as_str()).collect();
+    let existing: HashSet<&str> = container
+        .env
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
     ordered.retain(|v| !existing.contains(v.name.as_str()));
     ordered
 }

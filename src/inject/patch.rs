@@ -19,7 +19,8 @@ pub struct PatchBuilder {
 
 impl PatchBuilder {
     pub fn add(&mut self, path: PointerBuf, value: Value) {
-        self.ops.push(PatchOperation::Add(AddOperation { path, value }));
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
     }
 
     /// Serializes a k8s-openapi value; these types always serialize, so a

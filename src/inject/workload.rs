@@ -37,18 +37,42 @@ impl Workload {
 /// A cache lookup (when one is configured) can replace this guess.
 pub fn workload_from_names(pod: &Pod) -> Option<Workload> {
     let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
-    let owner = owners.iter().find(|o| o.controller == Some(true)).or_else(|| owners.first())?;
-    let hash = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH));
+    let owner = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first())?;
+    let hash = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POD_TEMPLATE_HASH));
     let workload = match owner.kind.as_str() {
-        "ReplicaSet" => match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
-            Some(deployment) if !deployment.is_empty() => Workload { kind: "Deployment".into(), name: deployment.into() },
-            _ => Workload { kind: "ReplicaSet".into(), name: owner.name.clone() },
-        },
+        "ReplicaSet" => {
+            match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
+                Some(deployment) if !deployment.is_empty() => Workload {
+                    kind: "Deployment".into(),
+                    name: deployment.into(),
+                },
+                _ => Workload {
+                    kind: "ReplicaSet".into(),
+                    name: owner.name.clone(),
+                },
+            }
+        }
         "Job" => match cronjob_of_job(&owner.name) {
-            Some(cronjob) => Workload { kind: "CronJob".into(), name: cronjob.into() },
-            None => Workload { kind: "Job".into(), name: owner.name.clone() },
+            Some(cronjob) => Workload {
+                kind: "CronJob".into(),
+                name: cronjob.into(),
+            },
+            None => Workload {
+                kind: "Job".into(),
+                name: owner.name.clone(),
+            },
         },
-        kind => Workload { kind: kind.into(), name: owner.name.clone() },
+        kind => Workload {
+            kind: kind.into(),
+            name: owner.name.clone(),
+        },
     };
     Some(workload)
 }
@@ -56,7 +80,8 @@ pub fn workload_from_names(pod: &Pod) -> Option<Workload> {
 /// CronJob controllers name their Jobs `<cronjob>-<minutes since epoch>`.
 fn cronjob_of_job(job: &str) -> Option<&str> {
     let (base, suffix) = job.rsplit_once('-')?;
-    (suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit()) && !base.is_empty()).then_some(base)
+    (suffix.len() >= 8 && suffix.bytes().all(|b| b.is_ascii_digit()) && !base.is_empty())
+        .then_some(base)
 }
 
 /// `OTEL_SERVICE_NAME`: the annotation, else the workload's name, else a
@@ -84,14 +109,22 @@ pub fn service_name(pod: &Pod, workload: Option<&Workload>, request_name: &str) 
             // A Deployment pod's name is `<deployment>-<hash>-<random>`.
             let without_random = name.rsplit_once('-').map(|(b, _)| b).unwrap_or(name);
             let stripped = strip_template_hash(pod, without_random);
-            if stripped.len() < without_random.len() { stripped.to_owned() } else { name.to_owned() }
+            if stripped.len() < without_random.len() {
+                stripped.to_owned()
+            } else {
+                name.to_owned()
+            }
         }
         None => "unknown".to_owned(),
     }
 }
 
 fn strip_template_hash<'a>(pod: &Pod, base: &'a str) -> &'a str {
-    let hash = pod.metadata.labels.as_ref().and_then(|l| l.get(POD_TEMPLATE_HASH));
+    let hash = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(POD_TEMPLATE_HASH));
     hash.and_then(|h| base.strip_suffix(h.as_str())?.strip_suffix('-'))
         .filter(|b| !b.is_empty())
         .unwrap_or(base)
@@ -103,7 +136,13 @@ pub fn service_version(pod: &Pod, image: Option<&str>) -> Option<String> {
     if let Some(v) = annotation(pod, SERVICE_VERSION_ANNOTATION).filter(|s| !s.is_empty()) {
         return Some(v.to_owned());
     }
-    if let Some(v) = pod.metadata.labels.as_ref().and_then(|l| l.get(VERSION_LABEL)).filter(|s| !s.is_empty()) {
+    if let Some(v) = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(VERSION_LABEL))
+        .filter(|s| !s.is_empty())
+    {
         return Some(v.clone());
     }
     image.and_then(image_tag).map(str::to_owned)
@@ -118,7 +157,11 @@ pub fn image_tag(image: &str) -> Option<&str> {
 }
 
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 #[cfg(test)]
@@ -126,7 +169,12 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-    fn pod(name: Option<&str>, generate: Option<&str>, hash: Option<&str>, owner: Option<(&str, &str)>) -> Pod {
+    fn pod(
+        name: Option<&str>,
+        generate: Option<&str>,
+        hash: Option<&str>,
+        owner: Option<(&str, &str)>,
+    ) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: name.map(Into::into),
@@ -151,35 +199,93 @@ mod tests {
     #[test]
     fn service_name_cases() {
         let cases = [
-            (pod(Some("cxtm-logstream"), None, None, None), "cxtm-logstream"),
             (
-                pod(None, Some("cxtm-logstream-7b774997c5-"), Some("7b774997c5"), Some(("ReplicaSet", "cxtm-logstream-7b774997c5"))),
+                pod(Some("cxtm-logstream"), None, None, None),
                 "cxtm-logstream",
             ),
-            (pod(None, Some("cxtm-logstream-7b774997c5-"), Some("7b774997c5"), None), "cxtm-logstream"),
-            (pod(Some("cxtm-logstream-7b774997c5-cc9k6"), None, Some("7b774997c5"), None), "cxtm-logstream"),
-            (pod(None, Some("db-"), None, Some(("StatefulSet", "db"))), "db"),
-            (pod(None, Some("report-29000000-"), None, Some(("Job", "report-29000000"))), "report"),
-            (pod(None, Some("migrate-"), None, Some(("Job", "migrate"))), "migrate"),
-            (pod(None, Some("rs-only-"), None, Some(("ReplicaSet", "rs-only"))), "rs-only"),
+            (
+                pod(
+                    None,
+                    Some("cxtm-logstream-7b774997c5-"),
+                    Some("7b774997c5"),
+                    Some(("ReplicaSet", "cxtm-logstream-7b774997c5")),
+                ),
+                "cxtm-logstream",
+            ),
+            (
+                pod(
+                    None,
+                    Some("cxtm-logstream-7b774997c5-"),
+                    Some("7b774997c5"),
+                    None,
+                ),
+                "cxtm-logstream",
+            ),
+            (
+                pod(
+                    Some("cxtm-logstream-7b774997c5-cc9k6"),
+                    None,
+                    Some("7b774997c5"),
+                    None,
+                ),
+                "cxtm-logstream",
+            ),
+            (
+                pod(None, Some("db-"), None, Some(("StatefulSet", "db"))),
+                "db",
+            ),
+            (
+                pod(
+                    None,
+                    Some("report-29000000-"),
+                    None,
+                    Some(("Job", "report-29000000")),
+                ),
+                "report",
+            ),
+            (
+                pod(None, Some("migrate-"), None, Some(("Job", "migrate"))),
+                "migrate",
+            ),
+            (
+                pod(
+                    None,
+                    Some("rs-only-"),
+                    None,
+                    Some(("ReplicaSet", "rs-only")),
+                ),
+                "rs-only",
+            ),
             (pod(Some("web-abc"), None, None, None), "web-abc"),
         ];
         for (pod, want) in cases {
             let workload = workload_from_names(&pod);
-            assert_eq!(service_name(&pod, workload.as_ref(), ""), want, "{:?}", pod.metadata);
+            assert_eq!(
+                service_name(&pod, workload.as_ref(), ""),
+                want,
+                "{:?}",
+                pod.metadata
+            );
         }
     }
 
     #[test]
     fn service_name_annotation_wins() {
         let mut p = pod(Some("x"), None, None, Some(("StatefulSet", "db")));
-        p.metadata.annotations = Some([(SERVICE_NAME_ANNOTATION.to_owned(), "billing".to_owned())].into());
-        assert_eq!(service_name(&p, workload_from_names(&p).as_ref(), ""), "billing");
+        p.metadata.annotations =
+            Some([(SERVICE_NAME_ANNOTATION.to_owned(), "billing".to_owned())].into());
+        assert_eq!(
+            service_name(&p, workload_from_names(&p).as_ref(), ""),
+            "billing"
+        );
     }
 
     #[test]
     fn image_tags() {
-        assert_eq!(image_tag("10.122.28.110/testing/tm_logstream:25.2.0"), Some("25.2.0"));
+        assert_eq!(
+            image_tag("10.122.28.110/testing/tm_logstream:25.2.0"),
+            Some("25.2.0")
+        );
         assert_eq!(image_tag("registry:5000/app"), None);
         assert_eq!(image_tag("app@sha256:abcd"), None);
         assert_eq!(image_tag("registry:5000/app:1.2@sha256:abcd"), Some("1.2"));
@@ -193,7 +299,8 @@ mod tests {
         assert_eq!(service_version(&p, Some("a:1")), Some("1".into()));
         p.metadata.labels = Some([(VERSION_LABEL.to_owned(), "2".to_owned())].into());
         assert_eq!(service_version(&p, Some("a:1")), Some("2".into()));
-        p.metadata.annotations = Some([(SERVICE_VERSION_ANNOTATION.to_owned(), "3".to_owned())].into());
+        p.metadata.annotations =
+            Some([(SERVICE_VERSION_ANNOTATION.to_owned(), "3".to_owned())].into());
         assert_eq!(service_version(&p, Some("a:1")), Some("3".into()));
     }
 }

@@ -1,0 +1,346 @@
+//! Table-driven tests of the pure mutation and the annotation policy.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use otel_injector::config::Config;
+use otel_injector::inject::{self, Outcome, Request, Settings};
+use otel_injector::policy::{self, Scope, StaticView};
+use otel_injector::review::Reviewer;
+use serde_json::{Value, json};
+
+fn settings() -> Settings {
+    Settings::from_config(&Config::default())
+}
+
+/// Runs the policy and the mutation as the webhook does, returning the patched pod.
+fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>) {
+    let config = Config::default();
+    let base = Settings::from_config(&config);
+    let pod = pod(pod_json);
+    match policy::resolve(&pod, namespace, None, &config, &base, &StaticView) {
+        Scope::Inject {
+            settings,
+            container_names,
+            platform,
+            ..
+        } => {
+            let request = Request {
+                namespace,
+                name: "",
+                container_names,
+                platform,
+                workload: None,
+            };
+            let injection = inject::inject(&pod, &settings, &request);
+            (apply(pod_json, &injection.patch), Some(injection))
+        }
+        Scope::OutOfScope { .. } | Scope::Unresolvable { .. } => (pod_json.clone(), None),
+    }
+}
+
+#[test]
+fn seed_pod_comes_out_as_the_seed_configured_it_by_hand() {
+    let (mutated, injection) = admit(&fixture("seed-pod.json"), "cxtm");
+    let injection = injection.expect("cxtm pods are in scope");
+    assert_eq!(injection.outcome, Outcome::Injected);
+    let expected = fixture("seed-expected-pod.json");
+    assert_eq!(
+        mutated["spec"], expected["spec"],
+        "spec differs from the seed's final configuration"
+    );
+    let annotations = &mutated["metadata"]["annotations"];
+    assert_eq!(annotations["otel-injector.io/status"], "injected");
+    assert_eq!(annotations["otel-injector.io/containers"], "cxtm-logstream");
+    // Nothing else in metadata changed.
+    let mut meta = mutated["metadata"].clone();
+    meta.as_object_mut().map(|m| m.remove("annotations"));
+    assert_eq!(meta, expected["metadata"]);
+}
+
+#[test]
+fn readmission_of_the_result_yields_an_empty_patch() {
+    let (once, _) = admit(&fixture("seed-pod.json"), "cxtm");
+    let (_, again) = admit(&once, "cxtm");
+    let again = again.expect("in scope");
+    assert!(
+        matches!(again.outcome, Outcome::AlreadyInjected { .. }),
+        "{:?}",
+        again.outcome
+    );
+    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+}
+
+#[test]
+fn operator_injected_pods_are_left_alone() {
+    let mut pod = fixture("seed-pod.json");
+    pod["spec"]["initContainers"] =
+        json!([{"name": "opentelemetry-auto-instrumentation-python", "image": "x"}]);
+    let (out, injection) = admit(&pod, "cxtm");
+    assert_eq!(out, pod);
+    assert!(matches!(
+        injection.map(|i| i.outcome),
+        Some(Outcome::AlreadyInjected { .. })
+    ));
+}
+
+#[test]
+fn existing_settings_are_kept_and_appended_to() {
+    let pod = json!({
+        "metadata": {"name": "app", "namespace": "cxtm", "annotations": {"team": "a"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/os": "linux", "ao-node": "gpu"},
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "initContainers": [{"name": "migrate", "image": "m"}],
+            "containers": [{
+                "name": "app",
+                "image": "app:1.0",
+                "env": [
+                    {"name": "PYTHONPATH", "value": "/app/lib"},
+                    {"name": "OTEL_SERVICE_NAME", "value": "custom"},
+                    {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://mine:4318"},
+                    {"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+                ],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+            }]
+        }
+    });
+    let (out, injection) = admit(&pod, "cxtm");
+    let injection = injection.expect("in scope");
+    assert_eq!(injection.outcome, Outcome::Injected);
+    assert_eq!(out["spec"]["volumes"][0], pod["spec"]["volumes"][0]);
+    assert_eq!(
+        out["spec"]["volumes"][1]["name"],
+        "opentelemetry-auto-instrumentation-python"
+    );
+    assert_eq!(
+        out["spec"]["initContainers"][0],
+        pod["spec"]["initContainers"][0]
+    );
+    assert_eq!(
+        out["spec"]["initContainers"][1]["name"],
+        "opentelemetry-auto-instrumentation-python"
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"][0],
+        pod["spec"]["containers"][0]["volumeMounts"][0]
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"][1]["mountPath"],
+        "/otel-auto-instrumentation"
+    );
+    // The pod's nodeSelector value wins; a warning says so.
+    assert_eq!(
+        out["spec"]["nodeSelector"],
+        json!({"kubernetes.io/os": "linux", "ao-node": "gpu"})
+    );
+    assert!(
+        injection.warnings.iter().any(|w| w.contains("ao-node=gpu")),
+        "{:?}",
+        injection.warnings
+    );
+    assert_eq!(
+        env_value(&out, 0, "PYTHONPATH").as_deref(),
+        Some(
+            "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/app/lib:/otel-auto-instrumentation"
+        )
+    );
+    assert_eq!(
+        env_value(&out, 0, "OTEL_SERVICE_NAME").as_deref(),
+        Some("custom")
+    );
+    assert_eq!(
+        env_value(&out, 0, "OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+        Some("http://mine:4318")
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["env"][3],
+        pod["spec"]["containers"][0]["env"][3]
+    );
+    let names: Vec<String> = env_of(&out, 0).into_iter().map(|(n, _)| n).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(names.len(), unique.len(), "duplicate env names: {names:?}");
+    assert_eq!(out["metadata"]["annotations"]["team"], "a");
+    // No command set: the entrypoint is kept.
+    assert!(out["spec"]["containers"][0].get("command").is_none());
+}
+
+#[test]
+fn pythonpath_from_value_from_skips_the_container_with_a_reason() {
+    let pod = json!({
+        "metadata": {"name": "app", "namespace": "cxtm"},
+        "spec": {"containers": [{
+            "name": "app", "image": "app:1",
+            "env": [{"name": "PYTHONPATH", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+        }]}
+    });
+    let (out, injection) = admit(&pod, "cxtm");
+    let injection = injection.expect("in scope");
+    let Outcome::Skipped { reason } = &injection.outcome else {
+        panic!("{:?}", injection.outcome)
+    };
+    assert!(reason.contains("valueFrom"), "{reason}");
+    assert!(injection.warnings.iter().any(|w| w.contains("valueFrom")));
+    assert_eq!(
+        out["spec"], pod["spec"],
+        "a skipped pod's spec is untouched"
+    );
+    assert_eq!(
+        out["metadata"]["annotations"]["otel-injector.io/status"],
+        "skipped"
+    );
+}
+
+#[test]
+fn sidecar_first_pods_instrument_the_app_container() {
+    let pod = json!({
+        "metadata": {"name": "app", "namespace": "cxtm"},
+        "spec": {"containers": [
+            {"name": "istio-proxy", "image": "istio/proxyv2:1.20"},
+            {"name": "web", "image": "web:2.0", "command": ["python3", "-m", "web"]}
+        ]}
+    });
+    let (out, _) = admit(&pod, "cxtm");
+    assert!(
+        out["spec"]["containers"][0].get("env").is_none(),
+        "sidecar untouched"
+    );
+    assert_eq!(
+        out["spec"]["containers"][1]["command"],
+        json!([
+            "python3",
+            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+            "python3",
+            "-m",
+            "web"
+        ])
+    );
+    assert!(
+        env_value(&out, 1, "OTEL_RESOURCE_ATTRIBUTES")
+            .is_some_and(|v| v.contains("service.version=2.0"))
+    );
+}
+
+#[test]
+fn non_python_commands_are_not_wrapped_but_instrumented() {
+    let pod = json!({
+        "metadata": {"name": "app", "namespace": "cxtm"},
+        "spec": {"containers": [{"name": "app", "image": "app:1", "command": ["gunicorn", "app:app"], "args": ["-w", "4"]}]}
+    });
+    let (out, _) = admit(&pod, "cxtm");
+    assert_eq!(
+        out["spec"]["containers"][0]["command"],
+        json!(["gunicorn", "app:app"])
+    );
+    assert_eq!(out["spec"]["containers"][0]["args"], json!(["-w", "4"]));
+    assert!(env_value(&out, 0, "PYTHONPATH").is_some());
+}
+
+#[test]
+fn container_names_annotation_selects_targets() {
+    let pod = json!({
+        "metadata": {"name": "app", "namespace": "cxtm", "annotations": {
+            "instrumentation.opentelemetry.io/container-names": "b, missing"
+        }},
+        "spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}
+    });
+    let (out, injection) = admit(&pod, "cxtm");
+    assert!(out["spec"]["containers"][0].get("env").is_none());
+    assert!(env_value(&out, 1, "PYTHONPATH").is_some());
+    assert!(
+        injection
+            .expect("in scope")
+            .warnings
+            .iter()
+            .any(|w| w.contains("\"missing\""))
+    );
+}
+
+#[test]
+fn scope_rules() {
+    let base = fixture("seed-pod.json");
+    let with_annotation = |value: &str| {
+        let mut p = base.clone();
+        p["metadata"]["annotations"] =
+            json!({"instrumentation.opentelemetry.io/inject-python": value});
+        p
+    };
+    let cases = [
+        (base.clone(), "cxtm", true),
+        (base.clone(), "other", false),
+        (with_annotation("false"), "cxtm", false),
+        (with_annotation("true"), "other", true),
+        (with_annotation("True"), "other", true),
+    ];
+    for (pod, ns, injected) in cases {
+        let (out, _) = admit(&pod, ns);
+        assert_eq!(
+            out != pod,
+            injected,
+            "ns={ns} annotations={}",
+            pod["metadata"]["annotations"]
+        );
+    }
+}
+
+#[test]
+fn deployment_pods_are_named_after_the_deployment() {
+    let pod = fixture("deployment-pod.json");
+    let (out, _) = admit(&pod, "cxtm");
+    assert_eq!(
+        env_value(&out, 0, "OTEL_SERVICE_NAME").as_deref(),
+        Some("cxtm-logstream")
+    );
+    assert!(
+        out["spec"]["containers"][0].get("command").is_none(),
+        "no command: entrypoint kept, sitecustomize instruments"
+    );
+}
+
+#[test]
+fn musl_platform_copies_the_musl_tree() {
+    let mut pod = fixture("seed-pod.json");
+    pod["metadata"]["annotations"] =
+        json!({"instrumentation.opentelemetry.io/otel-python-platform": "musl"});
+    let (out, _) = admit(&pod, "cxtm");
+    assert_eq!(
+        out["spec"]["initContainers"][0]["command"][2],
+        "/autoinstrumentation-musl/."
+    );
+}
+
+#[test]
+fn pod_without_spec_is_skipped() {
+    let p = pod(&json!({"metadata": {"name": "x"}}));
+    let injection = inject::inject(
+        &p,
+        &settings(),
+        &Request {
+            namespace: "cxtm",
+            ..Default::default()
+        },
+    );
+    assert!(matches!(injection.outcome, Outcome::Skipped { .. }));
+}
+
+#[test]
+fn grpc_endpoint_with_http_protocol_is_flagged() {
+    let config = Config::from_yaml(
+        "exporter:\n  endpoint: http://collector:4317\n  protocol: http/protobuf\n",
+    )
+    .expect("config");
+    let reviewer = Reviewer::new(config, Arc::new(StaticView));
+    let review = review(&fixture("seed-pod.json"), "cxtm", "u1");
+    let out = reviewer
+        .review(&serde_json::to_vec(&review).expect("json"))
+        .expect("answered");
+    assert!(
+        out.decision.warnings.iter().any(|w| w.contains("4318")),
+        "{:?}",
+        out.decision.warnings
+    );
+}

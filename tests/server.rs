@@ -1,0 +1,162 @@
+//! The real server on a loopback port over TLS: reviews in, patches out, bad
+//! input answered clearly, and the server still serving afterwards.
+
+mod common;
+
+use common::*;
+use otel_injector::config::Config;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn seed_pod_review_over_tls_is_patched_to_the_seed_configuration() {
+    let server = TestServer::start(Config::default()).await;
+    let pod = fixture("seed-pod.json");
+    for path in ["/mutate", "/mutate-v1-pod"] {
+        let (status, body) = server
+            .post_json(path, &review(&pod, "cxtm", "uid-seed"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(body["kind"], "AdmissionReview");
+        assert_eq!(body["response"]["uid"], "uid-seed");
+        assert_eq!(body["response"]["allowed"], true);
+        assert!(
+            body["response"]["patch"].is_string(),
+            "patch must be base64 text as Kubernetes documents it: {body}"
+        );
+        let mutated = apply_response(&pod, &body);
+        assert_eq!(mutated["spec"], fixture("seed-expected-pod.json")["spec"]);
+    }
+}
+
+#[tokio::test]
+async fn out_of_scope_and_non_create_requests_are_allowed_without_patch() {
+    let server = TestServer::start(Config::default()).await;
+    let pod = fixture("seed-pod.json");
+    let (status, body) = server
+        .post_json("/mutate", &review(&pod, "default", "u-other"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"].get("patch").is_none(), "{body}");
+
+    let mut update = review(&pod, "cxtm", "u-update");
+    update["request"]["operation"] = json!("UPDATE");
+    update["request"]["oldObject"] = pod.clone();
+    let (status, body) = server.post_json("/mutate", &update).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["response"]["uid"], "u-update");
+    assert!(body["response"].get("patch").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
+    let server = TestServer::start(Config::default()).await;
+    let (status, body) = server
+        .post_raw("/mutate", b"{\"apiVersion\": ".to_vec(), "application/json")
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a JSON AdmissionReview")),
+        "{body}"
+    );
+
+    let (status, body) = server.post_json("/mutate", &json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("v1beta1")),
+        "{body}"
+    );
+
+    let (status, body) = server
+        .post_json("/mutate", &json!({"apiVersion": "v1", "kind": "Pod"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("Pod")),
+        "{body}"
+    );
+
+    let (status, body) = server
+        .post_json(
+            "/mutate",
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no request")),
+        "{body}"
+    );
+
+    let (status, _) = server
+        .post_raw("/mutate", b"<xml/>".to_vec(), "application/xml")
+        .await;
+    assert_eq!(status, 415);
+
+    let (status, body) = server
+        .post_raw("/mutate", vec![b' '; 9 * 1024 * 1024], "application/json")
+        .await;
+    assert_eq!(status, 413, "{body}");
+
+    // A well-formed review whose pod does not decode: allowed, with a warning naming the problem.
+    let mut odd = review(&fixture("seed-pod.json"), "cxtm", "u-odd");
+    odd["request"]["object"]["spec"]["containers"] = json!("not-a-list");
+    let (status, body) = server.post_json("/mutate", &odd).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["uid"], "u-odd");
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(body["response"].get("patch").is_none());
+    let warning = body["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("could not decode"), "{body}");
+
+    let response = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(response.status(), 200);
+    let (status, body) = server
+        .post_json(
+            "/mutate",
+            &review(&fixture("seed-pod.json"), "cxtm", "after"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["response"]["patch"].is_string());
+
+    let metrics = server.metrics.encode();
+    assert!(
+        metrics.contains("otel_injector_bad_requests_total{reason=\"too-large\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otel_injector_admission_requests_total{outcome=\"injected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("otel_injector_admission_requests_total{outcome=\"error\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_connection_serves_many_reviews() {
+    let server = TestServer::start(Config::default()).await;
+    let pod = fixture("seed-pod.json");
+    for i in 0..50 {
+        let uid = format!("u-{i}");
+        let (status, body): (u16, Value) = server
+            .post_json("/mutate", &review(&pod, "cxtm", &uid))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["response"]["uid"], uid.as_str());
+    }
+}
