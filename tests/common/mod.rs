@@ -215,3 +215,4 @@ pub fn client_for(ca: &std::path::Path) -> reqwest::Client {
         .build()
         .expect("client")
 }
+pub mod cluster;
