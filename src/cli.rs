@@ -74,6 +74,31 @@ pub struct TlsArgs {
     pub cert_reload_seconds: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KubernetesMode {
+    /// Use the cluster when a kubeconfig or in-cluster service account is found.
+    Auto,
+    /// Require the cluster; fail to start without it.
+    On,
+    /// Static config only: no watches, no Events.
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct KubeArgs {
+    /// Watch Instrumentations, namespaces and owners, and record Events.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "OTEL_INJECTOR_KUBERNETES"
+    )]
+    pub kubernetes: KubernetesMode,
+    /// At most one Event per owner and reason in this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub event_interval_seconds: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Webhook address (HTTPS).
@@ -90,6 +115,8 @@ pub struct ServeArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Largest request body accepted, in bytes (larger: HTTP 413).
     #[arg(long, default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,

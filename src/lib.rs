@@ -16,6 +16,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod inject;
+pub mod k8s;
 pub mod metrics;
 pub mod policy;
 pub mod review;

@@ -28,8 +28,14 @@ pub enum InstrumentationRef {
 /// snapshots so admission never waits on the API server. The server backs it
 /// with kube reflector stores; tests and the offline CLI with fixed data.
 pub trait ClusterView: Send + Sync {
-    /// Settings for the named Instrumentation merged over `base`, `None` when absent.
-    fn instrumentation(&self, namespace: &str, name: &str, base: &Settings) -> Option<Settings>;
+    /// Settings for the named Instrumentation merged over `base`; `None` when
+    /// absent, `Err` when it exists but cannot be used (the reason).
+    fn instrumentation(
+        &self,
+        namespace: &str,
+        name: &str,
+        base: &Settings,
+    ) -> Option<Result<Settings, String>>;
     /// Names of the Instrumentations in `namespace`.
     fn instrumentations_in(&self, namespace: &str) -> Vec<String>;
     /// The namespace's annotations, when known.
@@ -42,7 +48,7 @@ pub trait ClusterView: Send + Sync {
 pub struct StaticView;
 
 impl ClusterView for StaticView {
-    fn instrumentation(&self, _: &str, _: &str, _: &Settings) -> Option<Settings> {
+    fn instrumentation(&self, _: &str, _: &str, _: &Settings) -> Option<Result<Settings, String>> {
         None
     }
     fn instrumentations_in(&self, _: &str) -> Vec<String> {
@@ -153,10 +159,11 @@ pub fn resolve(
                         ),
                     ),
                     [one] => match lookup.instrumentation(namespace, one, base) {
-                        Some(s) => (
+                        Some(Ok(s)) => (
                             s,
                             format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
                         ),
+                        Some(Err(why)) => return Scope::Unresolvable { why },
                         None => {
                             return Scope::Unresolvable {
                                 why: format!(
@@ -188,10 +195,11 @@ pub fn resolve(
                     };
                 }
                 match lookup.instrumentation(&ref_ns, &name, base) {
-                    Some(s) => (
+                    Some(Ok(s)) => (
                         s,
                         format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
                     ),
+                    Some(Err(why)) => return Scope::Unresolvable { why },
                     None => {
                         return Scope::Unresolvable {
                             why: format!(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,8 @@ pub struct Decision {
     pub patch_bytes: usize,
     pub warnings: Vec<String>,
     pub dry_run: bool,
+    /// The pod's controlling owner, for Events (the pod itself does not exist yet).
+    pub owner: Option<OwnerReference>,
 }
 
 pub struct Reviewed {
@@ -174,6 +177,7 @@ impl Reviewer {
                         patch_bytes: 0,
                         warnings,
                         dry_run: false,
+                        owner: None,
                     },
                 })
             }
@@ -213,6 +217,14 @@ impl Reviewer {
             patch_bytes: 0,
             warnings: Vec::new(),
             dry_run: request.dry_run,
+            owner: request.object.as_ref().and_then(|p| {
+                let owners = p.metadata.owner_references.as_ref()?;
+                owners
+                    .iter()
+                    .find(|o| o.controller == Some(true))
+                    .or_else(|| owners.first())
+                    .cloned()
+            }),
         };
         let mut response = AdmissionResponse::from(request);
 
@@ -342,12 +354,20 @@ impl Reviewer {
 /// Python's OTLP exporter over HTTP cannot talk to the gRPC port: the seed's
 /// Instrumentation had exactly this mistake, and it fails silently.
 pub fn endpoint_warning(settings: &Settings) -> Option<String> {
-    let endpoint = settings.endpoint.as_deref()?;
+    // What the container will see: configured env beats the generated values.
+    let from_env = |name: &str| {
+        settings
+            .env
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value.as_deref())
+    };
+    let endpoint = from_env("OTEL_EXPORTER_OTLP_ENDPOINT").or(settings.endpoint.as_deref())?;
+    let protocol = from_env("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or(&settings.protocol);
     let grpc_port = endpoint.trim_end_matches('/').ends_with(":4317");
-    (grpc_port && settings.protocol.starts_with("http")).then(|| {
+    (grpc_port && protocol.starts_with("http")).then(|| {
         format!(
-            "otel-injector: OTLP endpoint {endpoint} looks like the gRPC port 4317 but the protocol is {}; Python's HTTP exporter needs port 4318",
-            settings.protocol
+            "otel-injector: OTLP endpoint {endpoint} looks like the gRPC port 4317 but the protocol is {protocol}; Python's HTTP exporter needs port 4318"
         )
     })
 }

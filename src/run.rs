@@ -11,9 +11,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::certs;
-use crate::cli::{CertsArgs, ServeArgs};
+use crate::cli::{CertsArgs, KubeArgs, KubernetesMode, ServeArgs};
 use crate::config::Config;
+use crate::k8s::{EventSink, KubeView};
 use crate::metrics::Metrics;
+use crate::policy::ClusterView;
 use crate::policy::StaticView;
 use crate::review::Reviewer;
 use crate::server::{self, AppState};
@@ -66,13 +68,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     metrics.cert_expiry.set(not_after_seconds(&store));
     let readiness = Arc::new(Readiness::default());
     readiness.certs_loaded.store(true, Ordering::Release);
-    readiness.watches_synced.store(true, Ordering::Release);
 
-    let reviewer = Reviewer::new(config, Arc::new(StaticView));
+    let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
+    let reviewer = Reviewer::new(config, cluster);
     let app = server::router(AppState {
         reviewer,
         metrics: metrics.clone(),
         body_limit: args.body_limit,
+        events,
     });
     let listener = TcpListener::bind(args.listen)
         .await
@@ -139,6 +142,55 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = admin.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The cluster view and Event sink, or the static config alone when there is
+/// no cluster (`--kubernetes auto` without a kubeconfig, or `off`).
+async fn connect_cluster(
+    args: &KubeArgs,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<dyn ClusterView>, Option<Arc<EventSink>>)> {
+    let static_only = |readiness: &Readiness| {
+        readiness.watches_synced.store(true, Ordering::Release);
+        let view: Arc<dyn ClusterView> = Arc::new(StaticView);
+        (view, None)
+    };
+    if args.kubernetes == KubernetesMode::Off {
+        return Ok(static_only(&readiness));
+    }
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) if args.kubernetes == KubernetesMode::Auto => {
+            tracing::info!(error = %e, "no Kubernetes configuration found: serving with the static config only (no Instrumentation resources, no Events)");
+            return Ok(static_only(&readiness));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context("--kubernetes on: cannot configure a Kubernetes client"));
+        }
+    };
+    let view = KubeView::start(client.clone());
+    let synced = view.clone();
+    tokio::spawn(async move {
+        synced.wait_synced().await;
+        readiness.watches_synced.store(true, Ordering::Release);
+        tracing::info!(
+            instrumentations = synced.instrumentation_count(),
+            "Kubernetes watches synced"
+        );
+        loop {
+            metrics
+                .instrumentations
+                .set(synced.instrumentation_count() as i64);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let events = Arc::new(EventSink::new(
+        client,
+        Duration::from_secs(args.event_interval_seconds),
+    ));
+    Ok((Arc::new(view), Some(events)))
 }
 
 async fn wait_for_signal() {

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::k8s::EventSink;
 use crate::metrics::Metrics;
 use crate::review::{Decision, Reviewer};
 
@@ -40,6 +41,8 @@ pub struct AppState {
     pub reviewer: Reviewer,
     pub metrics: Arc<Metrics>,
     pub body_limit: usize,
+    /// Kubernetes Events for pods that needed attention; `None` without a cluster.
+    pub events: Option<Arc<EventSink>>,
 }
 
 /// The webhook's routes; tested in-process with `tower::ServiceExt::oneshot`.
@@ -109,6 +112,15 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
             let elapsed = started.elapsed();
             log_decision(&reviewed.decision, elapsed);
             state.metrics.observe(&reviewed.decision, elapsed);
+            let needs_attention = matches!(reviewed.decision.outcome, "error" | "skipped");
+            // sideEffects: None promises nothing happens for dry runs.
+            if let Some(events) = state
+                .events
+                .as_ref()
+                .filter(|_| needs_attention && !reviewed.decision.dry_run)
+            {
+                events.pod_not_instrumented(&reviewed.decision);
+            }
             ([(header::CONTENT_TYPE, "application/json")], reviewed.body).into_response()
         }
         Err(bad) => {

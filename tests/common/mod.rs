@@ -140,6 +140,7 @@ impl TestServer {
             reviewer,
             metrics: metrics.clone(),
             body_limit,
+            events: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

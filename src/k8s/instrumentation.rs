@@ -1,0 +1,231 @@
+//! The OpenTelemetry Operator's `Instrumentation` resource (v1alpha1), the
+//! fields that matter to Python, and how they override the static config.
+//!
+//! Objects are watched untyped and decoded here, one at a time, so one odd
+//! resource cannot stall the watch of all the others.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::{Deserialize, Serialize};
+
+use crate::inject::{Sampler, Settings};
+
+pub const GROUP: &str = "opentelemetry.io";
+pub const VERSION: &str = "v1alpha1";
+pub const KIND: &str = "Instrumentation";
+pub const PLURAL: &str = "instrumentations";
+
+/// Operator defaults for the init container and the volume when an
+/// Instrumentation is used (`spec.python.resourceRequirements`, `volumeLimitSize`).
+pub const DEFAULT_REQUESTS: (&str, &str) = ("50m", "64Mi");
+pub const DEFAULT_LIMITS: (&str, &str) = ("500m", "256Mi");
+pub const DEFAULT_VOLUME_SIZE: &str = "200Mi";
+
+pub fn api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstrumentationSpec {
+    pub exporter: Option<ExporterSpec>,
+    pub propagators: Option<Vec<String>>,
+    pub sampler: Option<SamplerSpec>,
+    pub resource: Option<ResourceSpec>,
+    pub env: Option<Vec<EnvVar>>,
+    pub image_pull_policy: Option<String>,
+    pub python: Option<PythonSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    pub endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SamplerSpec {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub argument: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceSpec {
+    pub resource_attributes: Option<BTreeMap<String, String>>,
+    #[serde(rename = "addK8sUIDAttributes")]
+    pub add_k8s_uid_attributes: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PythonSpec {
+    pub image: Option<String>,
+    pub env: Option<Vec<EnvVar>>,
+    pub resource_requirements: Option<ResourceRequirements>,
+    pub volume_limit_size: Option<Quantity>,
+}
+
+/// Decodes `spec` of a watched object.
+pub fn decode_spec(
+    spec: Option<&serde_json::Value>,
+) -> Result<InstrumentationSpec, serde_json::Error> {
+    match spec {
+        Some(spec) => InstrumentationSpec::deserialize(spec),
+        None => Ok(InstrumentationSpec::default()),
+    }
+}
+
+fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
+    BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpu.to_owned())),
+        ("memory".to_owned(), Quantity(memory.to_owned())),
+    ])
+}
+
+/// The settings for pods that use this Instrumentation: its values over the
+/// static config. Env precedence: `python.env` > `spec.env` > config `env` >
+/// generated (the container's own env beats them all, in the mutation).
+pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
+    let mut settings = base.clone();
+    let python = spec.python.clone().unwrap_or_default();
+    if let Some(image) = python.image.filter(|i| !i.is_empty()) {
+        settings.image = image;
+    }
+    if let Some(policy) = spec.image_pull_policy.clone().filter(|p| !p.is_empty()) {
+        settings.image_pull_policy = Some(policy);
+    }
+    if let Some(endpoint) = spec
+        .exporter
+        .as_ref()
+        .and_then(|e| e.endpoint.clone())
+        .filter(|e| !e.is_empty())
+    {
+        settings.endpoint = Some(endpoint);
+    }
+    let mut env = python.env.unwrap_or_default();
+    env.extend(spec.env.clone().unwrap_or_default());
+    env.extend(base.env.iter().cloned());
+    settings.env = env;
+    if let Some(attributes) = spec
+        .resource
+        .as_ref()
+        .and_then(|r| r.resource_attributes.as_ref())
+    {
+        let mut merged: indexmap::IndexMap<String, String> = attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in &base.resource_attributes {
+            merged.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        settings.resource_attributes = merged;
+    }
+    settings.kubernetes_resource_attributes = true;
+    settings.propagators = spec.propagators.clone().unwrap_or_default();
+    settings.sampler = spec.sampler.as_ref().and_then(|s| {
+        let kind = s.kind.clone().filter(|k| !k.is_empty())?;
+        Some(Sampler {
+            kind,
+            argument: s.argument.clone().filter(|a| !a.is_empty()),
+        })
+    });
+    settings.init_container_resources =
+        Some(
+            python
+                .resource_requirements
+                .unwrap_or_else(|| ResourceRequirements {
+                    requests: Some(quantities(DEFAULT_REQUESTS.0, DEFAULT_REQUESTS.1)),
+                    limits: Some(quantities(DEFAULT_LIMITS.0, DEFAULT_LIMITS.1)),
+                    ..Default::default()
+                }),
+        );
+    settings.volume_size_limit = Some(
+        python
+            .volume_limit_size
+            .map(|q| q.0)
+            .unwrap_or_else(|| DEFAULT_VOLUME_SIZE.to_owned()),
+    );
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn seed_spec() -> InstrumentationSpec {
+        serde_json::from_value(serde_json::json!({
+            "exporter": {"endpoint": "http://cxtvng-splunk-otel-collector-agent.ao.svc.cluster.local:4318"},
+            "propagators": ["tracecontext", "baggage"],
+            "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"},
+            "env": [{"name": "A", "value": "spec"}, {"name": "B", "value": "spec"}],
+            "python": {
+                "image": "example.com/python:1",
+                "env": [{"name": "A", "value": "python"}],
+                "volumeLimitSize": "300Mi"
+            },
+            "java": {"image": "ignored"}
+        }))
+        .expect("spec decodes, unknown languages ignored")
+    }
+
+    #[test]
+    fn instrumentation_overrides_config() {
+        let base = Settings::from_config(&Config::default());
+        let s = merge(&seed_spec(), &base);
+        assert_eq!(s.image, "example.com/python:1");
+        assert_eq!(s.propagators, vec!["tracecontext", "baggage"]);
+        assert_eq!(
+            s.sampler,
+            Some(Sampler {
+                kind: "parentbased_traceidratio".into(),
+                argument: Some("0.25".into())
+            })
+        );
+        let env: Vec<(&str, &str)> = s
+            .env
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or("")))
+            .collect();
+        assert_eq!(env[0], ("A", "python"), "python.env first");
+        assert!(env.contains(&("B", "spec")));
+        assert!(
+            env.contains(&("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED", "true")),
+            "config env last"
+        );
+        assert_eq!(s.volume_size_limit.as_deref(), Some("300Mi"));
+        let resources = s
+            .init_container_resources
+            .expect("operator default resources");
+        assert_eq!(
+            resources.limits.expect("limits")["memory"],
+            Quantity("256Mi".into())
+        );
+        assert!(s.kubernetes_resource_attributes);
+        // Config-only settings stay.
+        assert_eq!(s.node_selector, base.node_selector);
+        assert_eq!(s.mount_path, base.mount_path);
+    }
+
+    #[test]
+    fn empty_instrumentation_keeps_config_endpoint_and_image() {
+        let base = Settings::from_config(&Config::default());
+        let s = merge(&InstrumentationSpec::default(), &base);
+        assert_eq!(s.image, base.image);
+        assert_eq!(s.endpoint, base.endpoint);
+        assert_eq!(s.volume_size_limit.as_deref(), Some(DEFAULT_VOLUME_SIZE));
+    }
+
+    #[test]
+    fn odd_spec_is_an_error_not_a_panic() {
+        let err = decode_spec(Some(&serde_json::json!({"python": {"image": 42}})))
+            .expect_err("image must be a string");
+        assert!(err.to_string().contains("string"), "{err}");
+    }
+}
