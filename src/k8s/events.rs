@@ -67,6 +67,8 @@ impl EventSink {
                 api_version: Some("v1".into()),
                 kind: Some("Namespace".into()),
                 name: Some(decision.namespace.clone()),
+                // Recorded in the namespace itself, where `kubectl get events -n` shows it.
+                namespace: Some(decision.namespace.clone()),
                 ..Default::default()
             },
         };

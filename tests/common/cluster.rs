@@ -116,6 +116,28 @@ impl ControlPlane {
         }
     }
 
+    /// Runs kubectl and returns stdout and stderr (where admission warnings go).
+    pub fn kubectl_with_warnings(&self, args: &[&str], stdin: &str) -> (String, String) {
+        let mut child = self
+            .kubectl_command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kubectl");
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.as_bytes()).expect("kubectl stdin");
+        }
+        let out = child.wait_with_output().expect("kubectl");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "kubectl {} failed: {stderr}",
+            args.join(" ")
+        );
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    }
+
     pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
         self.try_kubectl(args, stdin)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -167,6 +189,10 @@ impl Drop for ControlPlane {
         let _ = Command::new(repo().join("tests/control-plane/down"))
             .env("STATE_DIR", &self.state_dir)
             .status();
+        // Kept after a failure, for its logs.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
     }
 }
 
