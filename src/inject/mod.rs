@@ -185,9 +185,28 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         );
         return skipped(pod, Vec::new(), vec![reason.clone()], reason);
     }
+    // Container names are unique across containers and init containers: a
+    // second one would get the mutated pod rejected by the API server.
+    if spec
+        .containers
+        .iter()
+        .any(|c| c.name == settings.init_container_name)
+    {
+        let reason = format!(
+            "pod already has an app container named {:?}; not adding an init container of the same name",
+            settings.init_container_name
+        );
+        return skipped(pod, Vec::new(), vec![reason.clone()], reason);
+    }
 
     let mut warnings = Vec::new();
-    let targets = choose_targets(&spec.containers, settings, request, &mut warnings);
+    let targets = choose_targets(
+        &spec.containers,
+        init_containers,
+        settings,
+        request,
+        &mut warnings,
+    );
     let mut reports = Vec::new();
     let mut patch = PatchBuilder::default();
     let pythonpath_prefix = settings.pythonpath_prefix();
@@ -436,6 +455,7 @@ fn add_node_selector(
 /// Indexes of the containers to instrument.
 fn choose_targets(
     containers: &[Container],
+    init_containers: &[Container],
     settings: &Settings,
     request: &Request<'_>,
     warnings: &mut Vec<String>,
@@ -447,6 +467,11 @@ fn choose_targets(
                 match containers.iter().position(|c| &c.name == name) {
                     Some(i) if !targets.contains(&i) => targets.push(i),
                     Some(_) => {}
+                    // Deliberate: init containers run before (or, appended, after
+                    // ours) in order, so instrumenting one is not safe in general.
+                    None if init_containers.iter().any(|c| &c.name == name) => warnings.push(format!(
+                        "otel-injector: {name:?} is an init container; only app containers are instrumented"
+                    )),
                     None => warnings.push(format!(
                         "otel-injector: container {name:?} named in the container-names annotation is not in the pod"
                     )),

@@ -81,6 +81,19 @@ pub fn decode_spec(
     }
 }
 
+/// The settings for pods using Instrumentation `namespace/name`, whose
+/// `spec` is given raw; the error names the resource and the problem.
+pub fn settings_for(
+    namespace: &str,
+    name: &str,
+    spec: Option<&serde_json::Value>,
+    base: &Settings,
+) -> Result<Settings, String> {
+    decode_spec(spec)
+        .map(|spec| merge(&spec, base))
+        .map_err(|e| format!("Instrumentation {namespace}/{name} has an invalid spec: {e}"))
+}
+
 fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     BTreeMap::from([
         ("cpu".to_owned(), Quantity(cpu.to_owned())),

@@ -166,13 +166,12 @@ impl ClusterView for KubeView {
         let store = self.instrumentation_store()?;
         let object = store
             .get(&ObjectRef::new_with(name, instrumentation::api_resource()).within(namespace))?;
-        Some(
-            instrumentation::decode_spec(object.data.get("spec"))
-                .map(|spec| instrumentation::merge(&spec, base))
-                .map_err(|e| {
-                    format!("Instrumentation {namespace}/{name} has an invalid spec: {e}")
-                }),
-        )
+        Some(instrumentation::settings_for(
+            namespace,
+            name,
+            object.data.get("spec"),
+            base,
+        ))
     }
 
     fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
