@@ -1,0 +1,401 @@
+//! Operating the webhook: certificate rotation while serving, graceful
+//! shutdown under load, readiness and metrics on the admin port.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{free_port, http_get};
+use common::*;
+use otel_injector::config::Config;
+use serde_json::Value;
+
+/// The leaf certificate a fresh TLS connection to `port` is served.
+async fn served_certificate(port: u16, roots: &[&Path]) -> Vec<u8> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        for cert in otel_injector::tls::parse_certs(&std::fs::read(root).expect("ca"), root)
+            .expect("ca pem")
+        {
+            store.add(cert).expect("root");
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("peer certs")[0].to_vec()
+}
+
+fn first_cert_der(path: &Path) -> Vec<u8> {
+    otel_injector::tls::parse_certs(&std::fs::read(path).expect("cert"), path).expect("pem")[0]
+        .to_vec()
+}
+
+/// Lays out certificates the way a Kubernetes Secret volume does:
+/// `tls.crt -> ..data/tls.crt`, `..data -> ..<version>`; a rotation swaps `..data`.
+fn secret_volume_swap(dir: &Path, version: &str, bundle: &otel_injector::certs::Bundle) {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&versioned).expect("versioned dir");
+    std::fs::write(versioned.join("tls.crt"), &bundle.cert_pem).expect("cert");
+    std::fs::write(versioned.join("tls.key"), &bundle.key_pem).expect("key");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("atomic swap");
+    for file in ["tls.crt", "tls.key"] {
+        let link = dir.join(file);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{file}"), &link).expect("file symlink");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotates_under_load_without_a_failed_request() {
+    otel_injector::tls::install_crypto_provider();
+    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let volume = dir.path().join("secret");
+    std::fs::create_dir_all(&volume).expect("volume");
+    let first = otel_injector::certs::generate(&names).expect("first");
+    let second = otel_injector::certs::generate(&names).expect("second");
+    let ca1 = dir.path().join("ca1.crt");
+    let ca2 = dir.path().join("ca2.crt");
+    std::fs::write(&ca1, &first.ca_cert_pem).expect("ca1");
+    std::fs::write(&ca2, &second.ca_cert_pem).expect("ca2");
+    secret_volume_swap(&volume, "v1", &first);
+
+    let store = Arc::new(
+        otel_injector::tls::CertStore::load(volume.join("tls.crt"), volume.join("tls.key"))
+            .expect("load"),
+    );
+    let tls = otel_injector::tls::server_config(store.clone(), None).expect("tls");
+    let metrics = Arc::new(otel_injector::metrics::Metrics::new());
+    let reviewer = otel_injector::review::Reviewer::new(
+        Config::default(),
+        Arc::new(otel_injector::policy::StaticView),
+    );
+    let app = otel_injector::server::router(otel_injector::server::AppState {
+        reviewer,
+        metrics: metrics.clone(),
+        body_limit: otel_injector::server::DEFAULT_BODY_LIMIT,
+        events: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(otel_injector::server::serve_tls(
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        app,
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let watcher = tokio::spawn(otel_injector::run::watch_certs(
+        store.clone(),
+        metrics.clone(),
+        Duration::from_millis(100),
+    ));
+    assert_eq!(
+        served_certificate(port, &[&ca1]).await,
+        first_cert_der(&volume.join("tls.crt"))
+    );
+
+    // Clients trusting both CAs keep sending, some on new connections, throughout.
+    let body =
+        serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "rotate")).expect("json");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut clients = Vec::new();
+    for worker in 0..4 {
+        let (stop, ok, failed, body) = (stop.clone(), ok.clone(), failed.clone(), body.clone());
+        let (ca1, ca2) = (
+            std::fs::read(&ca1).expect("ca1"),
+            std::fs::read(&ca2).expect("ca2"),
+        );
+        clients.push(tokio::spawn(async move {
+            let build = || {
+                reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca1).expect("ca1"))
+                    .add_root_certificate(reqwest::Certificate::from_pem(&ca2).expect("ca2"))
+                    .use_rustls_tls()
+                    .http1_only()
+                    .build()
+                    .expect("client")
+            };
+            let mut client = build();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if worker % 2 == 0 && n % 10 == 0 {
+                    client = build(); // a new TLS handshake
+                }
+                let result = client
+                    .post(format!("https://localhost:{port}/mutate"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    secret_volume_swap(&volume, "v2", &second);
+    let new_der = first_cert_der(&volume.join("tls.crt"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while served_certificate(port, &[&ca1, &ca2]).await != new_der {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate not served within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A bad pair (key of another certificate) is refused; the good one stays.
+    let mut broken = otel_injector::certs::generate(&names).expect("third");
+    broken.key_pem = first.key_pem.clone();
+    secret_volume_swap(&volume, "v3", &broken);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !metrics
+        .encode()
+        .contains("otel_injector_certificate_reloads_total{result=\"failure\"} 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "bad pair not detected: {}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        served_certificate(port, &[&ca1, &ca2]).await,
+        new_der,
+        "last good certificate kept"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 20, "too few requests to mean anything: {ok}");
+    assert_eq!(failed, 0, "{failed} failed requests of {}", ok + failed);
+    assert!(
+        metrics
+            .encode()
+            .contains("otel_injector_certificate_reloads_total{result=\"success\"} 1"),
+        "{}",
+        metrics.encode()
+    );
+    watcher.abort();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_without_a_failed_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
+    let certs = otel_injector::certs::generate(&names)
+        .expect("certs")
+        .write(dir.path())
+        .expect("write");
+    let (port, admin) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "off",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--tls-cert",
+            certs.cert.to_str().expect("path"),
+            "--tls-key",
+            certs.key.to_str().expect("path"),
+        ])
+        .args(["--shutdown-delay-seconds", "1", "--drain-seconds", "5"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(admin, "/readyz").map(|(c, _)| c) != Some(200) {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = client_for(&certs.ca);
+    let body =
+        serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "drain")).expect("json");
+    // Clients behave like the API server behind a Service: they stop sending
+    // new requests once the endpoint is not ready.
+    let ready = Arc::new(AtomicBool::new(true));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, body, ready, ok, failed) = (
+            client.clone(),
+            body.clone(),
+            ready.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while ready.load(Ordering::Relaxed) {
+                let r = client
+                    .post(format!("https://127.0.0.1:{port}/mutate"))
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await;
+                let good = match r {
+                    Ok(r) if r.status() == 200 => r.json::<Value>().await.is_ok(),
+                    _ => false,
+                };
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent_before = ok.load(Ordering::Relaxed);
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match http_get(admin, "/readyz") {
+            Some((503, body)) => {
+                assert!(body.contains("draining"), "{body}");
+                break;
+            }
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "readiness did not go false after SIGTERM"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    ready.store(false, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "clean exit after drain");
+    assert!(
+        ok.load(Ordering::Relaxed) > sent_before,
+        "requests kept flowing"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during shutdown"
+    );
+}
+
+#[tokio::test]
+async fn admin_port_reports_readiness_and_exact_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
+    let certs = otel_injector::certs::generate(&names)
+        .expect("certs")
+        .write(dir.path())
+        .expect("write");
+    let (port, admin) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+        .args([
+            "serve",
+            "--kubernetes",
+            "off",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--tls-cert",
+            certs.cert.to_str().expect("path"),
+            "--tls-key",
+            certs.key.to_str().expect("path"),
+            "--shutdown-delay-seconds",
+            "0",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(admin, "/readyz").map(|(c, _)| c) != Some(200) {
+        assert!(Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(http_get(admin, "/livez").map(|(c, _)| c), Some(200));
+    let client = client_for(&certs.ca);
+    let seed = fixture("seed-pod.json");
+    let post = |body: Value| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("https://127.0.0.1:{port}/mutate"))
+                .json(&body)
+                .send()
+                .await
+                .expect("send")
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(post(review(&seed, "cxtm", &format!("a{i}"))).await, 200);
+    }
+    assert_eq!(post(review(&seed, "default", "b")).await, 200);
+    assert_eq!(post(serde_json::json!({"kind": "nope"})).await, 400);
+    let (_, metrics) = http_get(admin, "/metrics").expect("metrics");
+    for line in [
+        "otel_injector_admission_requests_total{outcome=\"injected\"} 3",
+        "otel_injector_admission_requests_total{outcome=\"out-of-scope\"} 1",
+        "otel_injector_bad_requests_total{reason=\"not-a-review\"} 1",
+        "otel_injector_admission_duration_seconds_count 4",
+        "otel_injector_patch_bytes_count 3",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    let expiry = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("otel_injector_certificate_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("expiry metric");
+    assert!(
+        expiry > 1.8e9,
+        "certificate notAfter (2030) expected, got {expiry}"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
