@@ -15,26 +15,22 @@ use crate::review::Decision;
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(300);
 const MAX_KEYS: usize = 10_000;
 
-pub struct EventSink {
-    recorder: Recorder,
+/// Lets one event per key through per interval; memory bounded by pruning.
+#[derive(Debug)]
+pub struct RateLimiter {
     last: Mutex<HashMap<String, Instant>>,
     interval: Duration,
 }
 
-impl EventSink {
-    pub fn new(client: Client, interval: Duration) -> Self {
-        let reporter = Reporter {
-            controller: "otel-injector".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
-        EventSink {
-            recorder: Recorder::new(client, reporter),
+impl RateLimiter {
+    pub fn new(interval: Duration) -> Self {
+        RateLimiter {
             last: Mutex::new(HashMap::new()),
             interval,
         }
     }
 
-    /// True when an Event for `key` may be sent now (and records it).
+    /// True when an event for `key` may be sent at `now` (and records it).
     pub fn admit(&self, key: &str, now: Instant) -> bool {
         let Ok(mut last) = self.last.lock() else {
             return false;
@@ -48,6 +44,24 @@ impl EventSink {
                 last.insert(key.to_owned(), now);
                 true
             }
+        }
+    }
+}
+
+pub struct EventSink {
+    recorder: Recorder,
+    limiter: RateLimiter,
+}
+
+impl EventSink {
+    pub fn new(client: Client, interval: Duration) -> Self {
+        let reporter = Reporter {
+            controller: "otel-injector".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        EventSink {
+            recorder: Recorder::new(client, reporter),
+            limiter: RateLimiter::new(interval),
         }
     }
 
@@ -79,7 +93,7 @@ impl EventSink {
             reference.name.as_deref().unwrap_or_default(),
             decision.reason
         );
-        if !self.admit(&key, Instant::now()) {
+        if !self.limiter.admit(&key, Instant::now()) {
             return;
         }
         let mut note = format!("pod {} not instrumented: {}", decision.pod, decision.reason);
@@ -97,5 +111,38 @@ impl EventSink {
                 tracing::warn!(error = %e, "could not record a Kubernetes Event");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_looping_owner_gets_one_event_per_interval() {
+        let limiter = RateLimiter::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        let sent = (0..1000)
+            .filter(|i| limiter.admit("cxtm/ReplicaSet/app/reason", t0 + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(sent, 1);
+        assert!(
+            limiter.admit("cxtm/ReplicaSet/other/reason", t0),
+            "other owners are independent"
+        );
+        assert!(
+            limiter.admit("cxtm/ReplicaSet/app/reason", t0 + Duration::from_secs(301)),
+            "again after the interval"
+        );
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let limiter = RateLimiter::new(Duration::from_millis(1));
+        let t0 = Instant::now();
+        for i in 0..(MAX_KEYS * 3) {
+            limiter.admit(&format!("k{i}"), t0 + Duration::from_millis(i as u64));
+        }
+        assert!(limiter.last.lock().map(|m| m.len()).unwrap_or(usize::MAX) <= MAX_KEYS + 1);
     }
 }
