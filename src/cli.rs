@@ -24,6 +24,57 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Apply the webhook's mutation to manifests offline (Pod, Deployment,
+    /// StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, List).
+    Mutate(MutateArgs),
+    /// Say, per container, whether the webhook would instrument it and why.
+    Explain(ExplainArgs),
+    /// Check a live pod (or a deployment's pods) with your kubeconfig.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Manifest file, or - for standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: String,
+    /// Namespace for documents that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MutateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// yaml: the mutated documents; patch: a JSON Patch and kubectl command per document; diff: a unified diff.
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: crate::offline::OutputFormat,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pod", "deployment"])))]
+pub struct VerifyArgs {
+    #[arg(short = 'n', long)]
+    pub namespace: String,
+    /// The pod to check.
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Check every pod of this Deployment.
+    #[arg(long)]
+    pub deployment: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -22,6 +22,20 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(otel_injector::run::serve(args))),
         Command::Certs(args) => otel_injector::run::write_certs(&args),
+        Command::Mutate(args) => otel_injector::run::mutate(&args),
+        Command::Explain(args) => otel_injector::run::explain(&args),
+        Command::Verify(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(otel_injector::run::verify(&args)))
+            .and_then(|ok| {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("verification failed"))
+                }
+            }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

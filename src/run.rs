@@ -11,7 +11,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::certs;
-use crate::cli::{CertsArgs, KubeArgs, KubernetesMode, ServeArgs};
+use crate::cli::{
+    CertsArgs, ExplainArgs, InputArgs, KubeArgs, KubernetesMode, MutateArgs, ServeArgs, VerifyArgs,
+};
 use crate::config::Config;
 use crate::k8s::{EventSink, KubeView};
 use crate::metrics::Metrics;
@@ -258,4 +260,48 @@ pub fn not_after_seconds(store: &CertStore) -> f64 {
         .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
         .map(|(_, cert)| cert.validity().not_after.timestamp() as f64)
         .unwrap_or(0.0)
+}
+
+fn read_input(input: &InputArgs) -> anyhow::Result<String> {
+    if input.file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading standard input")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(&input.file).with_context(|| format!("reading {}", input.file))
+    }
+}
+
+pub fn mutate(args: &MutateArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.config.as_deref())?;
+    let text = read_input(&args.input)?;
+    print!(
+        "{}",
+        crate::offline::mutate(&text, &config, &args.input.namespace, args.output)?
+    );
+    Ok(())
+}
+
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.config.as_deref())?;
+    let text = read_input(&args.input)?;
+    print!(
+        "{}",
+        crate::offline::explain(&text, &config, &args.input.namespace)?
+    );
+    Ok(())
+}
+
+/// Prints the checklist; `Ok(false)` when something is wrong.
+pub async fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
+    let config = load_config(args.config.config.as_deref())?;
+    let target = match (&args.pod, &args.deployment) {
+        (Some(pod), _) => crate::verify::Target::Pod(pod.clone()),
+        (None, Some(deployment)) => crate::verify::Target::Deployment(deployment.clone()),
+        (None, None) => anyhow::bail!("give --pod or --deployment"),
+    };
+    let (report, ok) = crate::verify::verify(&args.namespace, &target, &config).await?;
+    print!("{report}");
+    Ok(ok)
 }

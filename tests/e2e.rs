@@ -159,6 +159,30 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     );
     assert!(!has_init_container(&opted_out, INIT));
 
+    // `verify` with the user's kubeconfig: the mutated pod passes, the plain one fails.
+    let verify = |ns: &str, pod: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+            .args(["verify", "-n", ns, "--pod", pod])
+            .env("KUBECONFIG", plane.var("KUBECONFIG"))
+            .output()
+            .expect("run verify")
+    };
+    let good = verify("cxtm", "cxtm-logstream");
+    let report = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(report.contains("verdict: instrumented"), "{report}");
+    let bad = verify("elsewhere", "plain");
+    let report = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("[FAIL]") && report.contains("fix:"),
+        "{report}"
+    );
+
     // Annotation opt-in outside cxtm works only where the namespace is labelled
     // otel-injector.io/injection=enabled (the webhook's namespaceSelector).
     let opt_in = annotated(

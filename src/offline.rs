@@ -1,0 +1,543 @@
+//! Offline mode: the webhook's mutation applied to manifests (`mutate`) and
+//! explained in words (`explain`), with no cluster. Same config, same policy,
+//! same patch as admission.
+//!
+//! Documents are read with serde (serde_yaml_ng): key order is kept, comments
+//! and YAML anchors are not (the output is plain YAML).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::inject::{self, Injection, Outcome, Settings, Workload};
+use crate::k8s::instrumentation;
+use crate::policy::{self, ClusterView, Scope};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("document {index}: invalid YAML: {message}")]
+    Yaml { index: usize, message: String },
+    #[error("{document}: field {field}: {message}")]
+    Field {
+        document: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// One input document and, where it holds a pod template, what admission would do.
+pub struct Document {
+    pub index: usize,
+    pub value: Value,
+}
+
+/// Splits a YAML stream into documents (empty ones dropped).
+pub fn read_documents(text: &str) -> Result<Vec<Document>, OfflineError> {
+    let mut out = Vec::new();
+    for (index, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value: Value = serde::Deserialize::deserialize(de).map_err(|e| OfflineError::Yaml {
+            index: index + 1,
+            message: e.to_string(),
+        })?;
+        if !value.is_null() {
+            out.push(Document {
+                index: index + 1,
+                value,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Where the pod template of a workload kind lives, as JSON pointer segments.
+pub fn template_path(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "Pod" => &[],
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
+        | "ReplicationController" => &["spec", "template"],
+        "CronJob" => &["spec", "jobTemplate", "spec", "template"],
+        _ => return None,
+    })
+}
+
+fn describe(doc: &Value, index: usize) -> String {
+    let kind = doc["kind"].as_str().unwrap_or("document");
+    match doc["metadata"]["name"].as_str() {
+        Some(name) => format!("{kind} {name} (document {index})"),
+        None => format!("{kind} (document {index})"),
+    }
+}
+
+/// Instrumentation resources found in the input, for `inject-python: <name>`.
+#[derive(Default)]
+pub struct FileView {
+    instrumentations: BTreeMap<(String, String), Value>,
+}
+
+impl FileView {
+    pub fn from_documents(docs: &[Document], default_namespace: &str) -> Self {
+        let mut view = FileView::default();
+        for doc in docs {
+            for item in items(&doc.value) {
+                if item["kind"] == instrumentation::KIND
+                    && item["apiVersion"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with(instrumentation::GROUP))
+                {
+                    let ns = item["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or(default_namespace)
+                        .to_owned();
+                    let name = item["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    view.instrumentations
+                        .insert((ns, name), item["spec"].clone());
+                }
+            }
+        }
+        view
+    }
+}
+
+impl ClusterView for FileView {
+    fn instrumentation(
+        &self,
+        namespace: &str,
+        name: &str,
+        base: &Settings,
+    ) -> Option<Result<Settings, String>> {
+        let spec = self
+            .instrumentations
+            .get(&(namespace.to_owned(), name.to_owned()))?;
+        Some(instrumentation::settings_for(
+            namespace,
+            name,
+            Some(spec),
+            base,
+        ))
+    }
+    fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
+        self.instrumentations
+            .keys()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+    fn namespace_annotations(&self, _: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
+        None
+    }
+}
+
+fn items(doc: &Value) -> Vec<&Value> {
+    if doc["kind"] == "List" {
+        doc["items"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    } else {
+        vec![doc]
+    }
+}
+
+/// The admission result for one pod template.
+pub struct TemplateResult {
+    pub label: String,
+    pub namespace: String,
+    /// JSON pointer of the template inside the document (`""` for a Pod).
+    pub prefix: Vec<String>,
+    pub scope: Scope,
+    pub injection: Option<Injection>,
+    /// The endpoint/protocol warning, when the settings have one.
+    pub extra_warning: Option<String>,
+    /// Names of the template's app containers, in order.
+    pub containers: Vec<String>,
+}
+
+/// Runs the webhook's policy and mutation over a workload's pod template.
+fn admit_template(
+    item: &Value,
+    label: String,
+    prefix: Vec<String>,
+    config: &Config,
+    base: &Settings,
+    view: &dyn ClusterView,
+    default_ns: &str,
+) -> Result<TemplateResult, OfflineError> {
+    let pointer: String = prefix.iter().map(|s| format!("/{s}")).collect();
+    let template = item.pointer(&pointer).cloned().unwrap_or(Value::Null);
+    let namespace = item["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(default_ns)
+        .to_owned();
+    let kind = item["kind"].as_str().unwrap_or_default();
+    let name = item["metadata"]["name"].as_str().unwrap_or_default();
+    let mut pod_value = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+    if pod_value["metadata"].is_null() {
+        pod_value["metadata"] = json!({});
+    }
+    if kind == "Pod" {
+        pod_value["metadata"] = item["metadata"].clone();
+    } else if pod_value["metadata"]["name"].is_null() {
+        pod_value["metadata"]["generateName"] = json!(format!("{name}-"));
+    }
+    let pod: Pod = serde_json::from_value(pod_value).map_err(|e| OfflineError::Field {
+        document: label.clone(),
+        field: if pointer.is_empty() {
+            "spec".to_owned()
+        } else {
+            format!("{}/spec", pointer)
+        },
+        message: e.to_string(),
+    })?;
+    let workload = (kind != "Pod").then(|| Workload {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+    });
+    let scope = policy::resolve(&pod, &namespace, None, config, base, view);
+    let (injection, extra_warning) = match &scope {
+        Scope::Inject {
+            settings,
+            container_names,
+            platform,
+            ..
+        } => {
+            let request = inject::Request {
+                namespace: &namespace,
+                name: pod.metadata.name.as_deref().unwrap_or(name),
+                container_names: container_names.clone(),
+                platform: *platform,
+                workload,
+            };
+            (
+                Some(inject::inject(&pod, settings, &request)),
+                crate::review::endpoint_warning(settings),
+            )
+        }
+        _ => (None, None),
+    };
+    let containers = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+        .collect();
+    // The seed's team annotated the Deployment itself; the webhook only sees pods.
+    let misplaced = [
+        policy::INJECT_PYTHON,
+        policy::CONTAINER_NAMES,
+        policy::PYTHON_CONTAINER_NAMES,
+        policy::PYTHON_PLATFORM,
+    ]
+    .into_iter()
+    .filter(|key| {
+        kind != "Pod"
+            && item["metadata"]["annotations"].get(*key).is_some()
+            && template["metadata"]["annotations"].get(*key).is_none()
+    })
+    .collect::<Vec<_>>();
+    let extra_warning = match misplaced.as_slice() {
+        [] => extra_warning,
+        keys => Some(format!(
+            "{} set on the {kind}'s own metadata, which the webhook never sees: put it under {}/metadata/annotations (the pod template){}",
+            keys.join(", "),
+            pointer,
+            extra_warning.map(|w| format!("; {w}")).unwrap_or_default()
+        )),
+    };
+    Ok(TemplateResult {
+        label,
+        namespace,
+        prefix,
+        scope,
+        injection,
+        extra_warning,
+        containers,
+    })
+}
+
+/// Every pod template in the documents, with its admission result.
+pub fn admit_documents(
+    docs: &[Document],
+    config: &Config,
+    default_ns: &str,
+) -> Result<Vec<(usize, Option<usize>, TemplateResult)>, OfflineError> {
+    let base = Settings::from_config(config);
+    let view = FileView::from_documents(docs, default_ns);
+    let mut out = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let is_list = doc.value["kind"] == "List";
+        for (i, item) in items(&doc.value).into_iter().enumerate() {
+            let Some(path) = item["kind"].as_str().and_then(template_path) else {
+                continue;
+            };
+            let label = describe(item, doc.index);
+            let prefix = path.iter().map(|s| (*s).to_owned()).collect();
+            let result = admit_template(item, label, prefix, config, &base, &view, default_ns)?;
+            out.push((d, is_list.then_some(i), result));
+        }
+    }
+    Ok(out)
+}
+
+/// The patch of a template result with paths inside its document.
+pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
+    let Some(injection) = &result.injection else {
+        return json_patch::Patch(Vec::new());
+    };
+    let mut ops = Vec::new();
+    // Guard the container indexes the patch uses: against a live object whose
+    // containers moved, `kubectl patch` then fails instead of patching the wrong one.
+    for (index, name) in result.containers.iter().enumerate() {
+        if !injection
+            .containers
+            .iter()
+            .any(|c| c.instrumented && &c.name == name)
+        {
+            continue;
+        }
+        let index = index.to_string();
+        let path = json_patch::jsonptr::PointerBuf::from_tokens(
+            result.prefix.iter().map(String::as_str).chain([
+                "spec",
+                "containers",
+                index.as_str(),
+                "name",
+            ]),
+        );
+        ops.push(json_patch::PatchOperation::Test(
+            json_patch::TestOperation {
+                path,
+                value: Value::String(name.clone()),
+            },
+        ));
+    }
+    for op in &injection.patch.0 {
+        if let json_patch::PatchOperation::Add(add) = op {
+            let mut path = json_patch::jsonptr::PointerBuf::from_tokens(
+                result.prefix.iter().map(String::as_str),
+            );
+            for token in add.path.tokens() {
+                path.push_back(token);
+            }
+            ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path,
+                value: add.value.clone(),
+            }));
+        }
+    }
+    json_patch::Patch(ops)
+}
+
+/// Output of `mutate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// The documents, mutated, as YAML.
+    Yaml,
+    /// A JSON Patch per document and a `kubectl patch` command that applies it.
+    Patch,
+    /// A unified diff of each changed document.
+    Diff,
+}
+
+pub fn mutate(
+    text: &str,
+    config: &Config,
+    default_ns: &str,
+    format: OutputFormat,
+) -> Result<String, OfflineError> {
+    let docs = read_documents(text)?;
+    let results = admit_documents(&docs, config, default_ns)?;
+    let mut mutated: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
+    let mut out = String::new();
+    for (d, list_index, result) in &results {
+        let patch = document_patch(result);
+        if patch.0.is_empty() {
+            continue;
+        }
+        let target = match list_index {
+            Some(i) => &mut mutated[*d]["items"][*i],
+            None => &mut mutated[*d],
+        };
+        json_patch::patch(target, &patch).map_err(|e| OfflineError::Field {
+            document: result.label.clone(),
+            field: "spec".into(),
+            message: format!("patch does not apply: {e}"),
+        })?;
+        if format == OutputFormat::Patch {
+            let item = match list_index {
+                Some(i) => &docs[*d].value["items"][*i],
+                None => &docs[*d].value,
+            };
+            let patch_json = serde_json::to_string(&patch).unwrap_or_default();
+            let _ = writeln!(out, "# {}", result.label);
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&patch).unwrap_or_default()
+            );
+            let _ = writeln!(
+                out,
+                "# computed from the input; for a live object, pipe it in: kubectl get {} {} -n {} -o yaml | otel-injector mutate -f - -o patch",
+                item["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                item["metadata"]["name"].as_str().unwrap_or_default(),
+                result.namespace
+            );
+            let _ = writeln!(
+                out,
+                "kubectl patch {} {} -n {} --type=json -p '{}'\n",
+                item["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase(),
+                item["metadata"]["name"].as_str().unwrap_or_default(),
+                result.namespace,
+                patch_json.replace('\'', "'\\''")
+            );
+        }
+    }
+    match format {
+        OutputFormat::Patch => {
+            if out.is_empty() {
+                out.push_str("# nothing to patch: no document would be instrumented\n");
+            }
+            Ok(out)
+        }
+        OutputFormat::Yaml => Ok(mutated
+            .iter()
+            .map(to_yaml)
+            .collect::<Vec<_>>()
+            .join("---\n")),
+        OutputFormat::Diff => {
+            for (doc, new) in docs.iter().zip(&mutated) {
+                if &doc.value == new {
+                    continue;
+                }
+                let (old_text, new_text) = (to_yaml(&doc.value), to_yaml(new));
+                let label = describe(&doc.value, doc.index);
+                let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+                let _ = write!(
+                    out,
+                    "{}",
+                    diff.unified_diff().header(
+                        &format!("{label} (original)"),
+                        &format!("{label} (instrumented)")
+                    )
+                );
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn to_yaml(value: &Value) -> String {
+    serde_yaml_ng::to_string(value).unwrap_or_default()
+}
+
+/// `explain`: per template and container, what would happen and why.
+pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, OfflineError> {
+    let docs = read_documents(text)?;
+    let results = admit_documents(&docs, config, default_ns)?;
+    let mut out = String::new();
+    if results.is_empty() {
+        out.push_str("No Pod or workload with a pod template in the input.\n");
+    }
+    for (_, _, r) in &results {
+        let _ = write!(out, "{} in namespace {}: ", r.label, r.namespace);
+        match (&r.scope, &r.injection) {
+            (Scope::OutOfScope { why }, _) => {
+                let _ = writeln!(out, "left untouched: {why}.");
+            }
+            (Scope::Unresolvable { why }, _) => {
+                let _ = writeln!(out, "NOT instrumented, admitted as is: {why}.");
+            }
+            (
+                Scope::Inject {
+                    why,
+                    settings,
+                    container_names,
+                    ..
+                },
+                Some(injection),
+            ) => {
+                match &injection.outcome {
+                    Outcome::Injected => {
+                        let _ = writeln!(out, "instrumented ({why}).");
+                        let _ = writeln!(
+                            out,
+                            "  init container {} copies {} into volume {} at {}",
+                            settings.init_container_name,
+                            settings.image,
+                            settings.volume_name,
+                            settings.mount_path
+                        );
+                        if !settings.node_selector.is_empty() {
+                            let pairs: Vec<String> = settings
+                                .node_selector
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect();
+                            let _ = writeln!(
+                                out,
+                                "  nodeSelector {} (a key the pod sets keeps its value)",
+                                pairs.join(", ")
+                            );
+                        }
+                    }
+                    Outcome::AlreadyInjected { marker } => {
+                        let _ = writeln!(
+                            out,
+                            "already instrumented (init container {marker} present); nothing to do."
+                        );
+                    }
+                    Outcome::Skipped { reason } => {
+                        let _ = writeln!(out, "NOT instrumented: {reason}.");
+                    }
+                }
+                for c in &injection.containers {
+                    let _ = writeln!(out, "  container {}: {}", c.name, c.reason);
+                }
+                for name in &r.containers {
+                    if injection.containers.iter().any(|c| &c.name == name) {
+                        continue;
+                    }
+                    let why = if settings.sidecars.contains(name) {
+                        "not instrumented: a known sidecar"
+                    } else if container_names.is_some() {
+                        "not instrumented: not named in the container-names annotation"
+                    } else {
+                        "not instrumented: only the first app container is, unless container-names says otherwise"
+                    };
+                    let _ = writeln!(out, "  container {name}: {why}");
+                }
+            }
+            (Scope::Inject { .. }, None) => {}
+        }
+        let warnings = r
+            .injection
+            .iter()
+            .flat_map(|i| i.warnings.iter())
+            .chain(r.extra_warning.iter());
+        for w in warnings {
+            let _ = writeln!(
+                out,
+                "  warning: {}",
+                w.trim_start_matches("otel-injector: ")
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,328 @@
+//! `verify`: checks a live pod the way the seed's team did by hand, and says
+//! what is wrong and how to fix it.
+
+use std::fmt::Write as _;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, ListParams};
+
+use crate::config::Config;
+use crate::inject::{OPERATOR_INIT_CONTAINER, REASON_ANNOTATION, STATUS_ANNOTATION};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    /// Not wrong yet (e.g. the pod has not started).
+    Pending,
+    Fail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub what: String,
+    pub status: Status,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+fn check(what: impl Into<String>, ok: bool, detail: impl Into<String>, fix: &str) -> Check {
+    Check {
+        what: what.into(),
+        status: if ok { Status::Pass } else { Status::Fail },
+        detail: detail.into(),
+        fix: (!ok).then(|| fix.to_owned()),
+    }
+}
+
+fn env<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env
+        .as_deref()?
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.value.as_deref())
+}
+
+/// The container to check: the one carrying the instrumentation's PYTHONPATH,
+/// else the first that is not a known sidecar.
+fn target<'a>(pod: &'a Pod, config: &Config) -> Option<&'a Container> {
+    let containers = &pod.spec.as_ref()?.containers;
+    containers
+        .iter()
+        .find(|c| env(c, "PYTHONPATH").is_some_and(|p| p.contains(&config.mount_path)))
+        .or_else(|| {
+            containers
+                .iter()
+                .find(|c| !config.sidecars.contains(&c.name))
+        })
+}
+
+/// The checklist for one pod (pure: no cluster access).
+pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let recreate = "the webhook only mutates pods when they are created: check the pod's otel-injector.io/status and otel-injector.io/reason annotations, the webhook's namespaceSelector and that it was running, then recreate the pod (kubectl rollout restart deployment/<name>)";
+    let init_names = [config.init_container_name.as_str(), OPERATOR_INIT_CONTAINER];
+    let init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .find(|c| init_names.contains(&c.name.as_str()));
+    let status_note = match (
+        annotations.get(STATUS_ANNOTATION),
+        annotations.get(REASON_ANNOTATION),
+    ) {
+        (Some(s), Some(r)) => format!(" (otel-injector.io/status={s}: {r})"),
+        (Some(s), None) => format!(" (otel-injector.io/status={s})"),
+        _ => String::new(),
+    };
+    checks.push(check(
+        format!("init container {} present", config.init_container_name),
+        init.is_some(),
+        init.map(|c| format!("image {}", c.image.as_deref().unwrap_or("?")))
+            .unwrap_or_else(|| format!("no auto-instrumentation init container{status_note}")),
+        recreate,
+    ));
+    if let Some(init) = init {
+        let state = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .and_then(|all| all.iter().find(|s| s.name == init.name))
+            .and_then(|s| s.state.clone());
+        checks.push(match state {
+            Some(state) if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) => {
+                check("init container completed", true, "copied the instrumentation (exit 0)", "")
+            }
+            Some(state) if state.terminated.is_some() => {
+                let t = state.terminated.unwrap_or_default();
+                check(
+                    "init container completed",
+                    false,
+                    format!("exited {} ({})", t.exit_code, t.reason.unwrap_or_default()),
+                    "read its log (kubectl logs <pod> -c <init container>); OOMKilled: raise initContainerResources; permission denied: the volume or securityContext",
+                )
+            }
+            Some(state) if state.waiting.is_some() => {
+                let w = state.waiting.unwrap_or_default();
+                check(
+                    "init container completed",
+                    false,
+                    format!("waiting: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default()),
+                    "ImagePullBackOff/ErrImagePull: the node cannot pull the auto-instrumentation image (the seed needed nodeSelector ao-node=observability for registry access)",
+                )
+            }
+            _ => Check {
+                what: "init container completed".into(),
+                status: Status::Pending,
+                detail: "no status yet: the pod has not started".into(),
+                fix: None,
+            },
+        });
+    }
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == config.volume_name);
+    checks.push(check(
+        format!("volume {} defined", config.volume_name),
+        volume.is_some_and(|v| v.empty_dir.is_some()),
+        if volume.is_some() {
+            "emptyDir"
+        } else {
+            "missing"
+        },
+        recreate,
+    ));
+    let Some(container) = target(pod, config) else {
+        checks.push(check(
+            "an app container to check",
+            false,
+            "the pod has no container",
+            "",
+        ));
+        return checks;
+    };
+    let label = |what: &str| format!("{what} in container {}", container.name);
+    let mounted = container.volume_mounts.iter().flatten().any(|m| {
+        m.name == config.volume_name && m.mount_path.trim_end_matches('/') == config.mount_path
+    });
+    checks.push(check(
+        label(&format!("volume mounted at {}", config.mount_path)),
+        mounted,
+        if mounted { "mounted" } else { "not mounted" },
+        recreate,
+    ));
+
+    let required = [
+        "PYTHONPATH",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_EXPORTER",
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|n| container.env.iter().flatten().all(|v| v.name != *n))
+        .collect();
+    checks.push(check(
+        label("OTEL env present"),
+        missing.is_empty(),
+        if missing.is_empty() {
+            "all set".to_owned()
+        } else {
+            format!("missing {}", missing.join(", "))
+        },
+        recreate,
+    ));
+
+    let endpoint = env(container, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
+    let protocol = env(container, "OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or("http/protobuf");
+    let port = endpoint
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default();
+    let consistent = match (protocol.starts_with("http"), port) {
+        (true, "4317") => false,
+        (false, "4318") => false,
+        _ => true,
+    };
+    checks.push(check(
+        label("endpoint port matches protocol"),
+        consistent,
+        format!("{endpoint} with {protocol}"),
+        "OTLP over HTTP (http/protobuf) is port 4318, gRPC is 4317: fix the endpoint in the config or the Instrumentation (exporter.endpoint and python.env)",
+    ));
+
+    let pythonpath = env(container, "PYTHONPATH").unwrap_or_default();
+    let prefix = format!(
+        "{}/opentelemetry/instrumentation/auto_instrumentation",
+        config.mount_path
+    );
+    let has_path = pythonpath.split(':').any(|p| p == prefix)
+        && pythonpath.split(':').any(|p| p == config.mount_path);
+    checks.push(check(
+        label("PYTHONPATH includes the instrumentation"),
+        has_path,
+        if pythonpath.is_empty() { "unset".to_owned() } else { pythonpath.to_owned() },
+        "PYTHONPATH must hold <mount>/opentelemetry/instrumentation/auto_instrumentation (sitecustomize) and <mount>; a PYTHONPATH from valueFrom cannot be merged: set it as a plain value",
+    ));
+
+    let wrapped = container
+        .command
+        .iter()
+        .flatten()
+        .any(|a| a.ends_with("opentelemetry-instrument"));
+    let how = if wrapped {
+        "command wrapped with opentelemetry-instrument (ps shows the app itself: it execs it)"
+    } else if has_path {
+        "sitecustomize through PYTHONPATH (no wrapper needed)"
+    } else {
+        "neither a wrapper nor sitecustomize"
+    };
+    checks.push(check(
+        label("instrumentation entry point"),
+        wrapped || has_path,
+        how,
+        "see PYTHONPATH above",
+    ));
+    checks
+}
+
+/// Renders checklists; returns the text and whether every check passed (or is pending).
+pub fn render(results: &[(String, Vec<Check>)]) -> (String, bool) {
+    let mut out = String::new();
+    let mut ok = true;
+    for (title, checks) in results {
+        let _ = writeln!(out, "{title}");
+        for c in checks {
+            let mark = match c.status {
+                Status::Pass => "[ok]     ",
+                Status::Pending => "[pending]",
+                Status::Fail => {
+                    ok = false;
+                    "[FAIL]   "
+                }
+            };
+            let _ = writeln!(out, "  {mark} {}: {}", c.what, c.detail);
+            if let Some(fix) = &c.fix {
+                let _ = writeln!(out, "            fix: {fix}");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if ok {
+            "verdict: instrumented"
+        } else {
+            "verdict: NOT instrumented correctly"
+        }
+    );
+    (out, ok)
+}
+
+pub enum Target {
+    Pod(String),
+    Deployment(String),
+}
+
+/// Fetches the pod(s) with the user's kubeconfig and checks them.
+pub async fn verify(
+    namespace: &str,
+    target: &Target,
+    config: &Config,
+) -> anyhow::Result<(String, bool)> {
+    let client = kube::Client::try_default().await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let found: Vec<Pod> = match target {
+        Target::Pod(name) => vec![
+            pods.get(name)
+                .await
+                .map_err(|e| anyhow::anyhow!("pod {namespace}/{name}: {e}"))?,
+        ],
+        Target::Deployment(name) => {
+            let deployment = Api::<Deployment>::namespaced(client, namespace)
+                .get(name)
+                .await
+                .map_err(|e| anyhow::anyhow!("deployment {namespace}/{name}: {e}"))?;
+            let labels = deployment
+                .spec
+                .and_then(|s| s.selector.match_labels)
+                .unwrap_or_default();
+            let selector = labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            pods.list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+        }
+    };
+    if found.is_empty() {
+        return Ok((
+            format!(
+                "no pods found for the deployment in {namespace}\nverdict: NOT instrumented correctly\n"
+            ),
+            false,
+        ));
+    }
+    let results: Vec<(String, Vec<Check>)> = found
+        .iter()
+        .map(|pod| {
+            (
+                format!(
+                    "Pod {namespace}/{}",
+                    pod.metadata.name.as_deref().unwrap_or("?")
+                ),
+                check_pod(pod, config),
+            )
+        })
+        .collect();
+    Ok(render(&results))
+}
