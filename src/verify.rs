@@ -186,11 +186,11 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         .rsplit(':')
         .next()
         .unwrap_or_default();
-    let consistent = match (protocol.starts_with("http"), port) {
-        (true, "4317") => false,
-        (false, "4318") => false,
-        _ => true,
-    };
+    // HTTP on the gRPC port, or gRPC on the HTTP port, fails silently.
+    let consistent = !matches!(
+        (protocol.starts_with("http"), port),
+        (true, "4317") | (false, "4318")
+    );
     checks.push(check(
         label("endpoint port matches protocol"),
         consistent,
