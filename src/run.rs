@@ -172,7 +172,7 @@ async fn connect_cluster(
                 .context("--kubernetes on: cannot configure a Kubernetes client"));
         }
     };
-    let view = KubeView::start(client.clone());
+    let view = KubeView::start(client.clone()).await;
     let synced = view.clone();
     tokio::spawn(async move {
         synced.wait_synced().await;

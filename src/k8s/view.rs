@@ -28,21 +28,39 @@ type MetaStore<K> = Store<PartialObjectMeta<K>>;
 #[derive(Clone)]
 pub struct KubeView {
     instrumentations: Arc<RwLock<Option<Store<DynamicObject>>>>,
-    namespaces: MetaStore<Namespace>,
-    replicasets: MetaStore<ReplicaSet>,
-    jobs: MetaStore<Job>,
+    namespaces: Option<MetaStore<Namespace>>,
+    replicasets: Option<MetaStore<ReplicaSet>>,
+    jobs: Option<MetaStore<Job>>,
 }
 
 fn is_absent_or_forbidden(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 403)
 }
 
-/// Starts a metadata-only watch into a store; errors are logged and retried with backoff.
-fn watch_metadata<K>(api: Api<PartialObjectMeta<K>>, what: &'static str) -> MetaStore<K>
+/// Starts a metadata-only watch into a store; errors are logged and retried
+/// with backoff. `None` when the resource cannot be read (RBAC): the webhook
+/// then works without it (owner names are derived from names) instead of
+/// never becoming ready.
+async fn watch_metadata<K>(
+    api: Api<PartialObjectMeta<K>>,
+    what: &'static str,
+) -> Option<MetaStore<K>>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
+    let probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        api.list(&ListParams::default().limit(1)),
+    )
+    .await;
+    if let Ok(Err(e)) = probe {
+        if is_absent_or_forbidden(&e) {
+            tracing::warn!(resource = what, error = %e, "cannot list; working without it (check the RBAC in manifests/rbac.yaml)");
+            return None;
+        }
+        // Anything else (the API server not reachable yet, or slow): the watch retries.
+    }
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
@@ -57,23 +75,25 @@ where
             })
             .await;
     });
-    reader
+    Some(reader)
 }
 
 impl KubeView {
     /// Starts the watches. Returns at once; [`KubeView::wait_synced`] tells when they have listed.
-    pub fn start(client: Client) -> Self {
+    pub async fn start(client: Client) -> Self {
         let view = KubeView {
             instrumentations: Arc::new(RwLock::new(None)),
             namespaces: watch_metadata(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 "namespaces",
-            ),
+            )
+            .await,
             replicasets: watch_metadata(
                 Api::<PartialObjectMeta<ReplicaSet>>::all(client.clone()),
                 "replicasets",
-            ),
-            jobs: watch_metadata(Api::<PartialObjectMeta<Job>>::all(client.clone()), "jobs"),
+            )
+            .await,
+            jobs: watch_metadata(Api::<PartialObjectMeta<Job>>::all(client.clone()), "jobs").await,
         };
         tokio::spawn(watch_instrumentations(
             client,
@@ -85,9 +105,15 @@ impl KubeView {
     /// Waits until namespaces, ReplicaSets and Jobs have been listed, and the
     /// Instrumentations too when their CRD is readable.
     pub async fn wait_synced(&self) {
-        let _ = self.namespaces.wait_until_ready().await;
-        let _ = self.replicasets.wait_until_ready().await;
-        let _ = self.jobs.wait_until_ready().await;
+        if let Some(store) = &self.namespaces {
+            let _ = store.wait_until_ready().await;
+        }
+        if let Some(store) = &self.replicasets {
+            let _ = store.wait_until_ready().await;
+        }
+        if let Some(store) = &self.jobs {
+            let _ = store.wait_until_ready().await;
+        }
         // Give the Instrumentation probe a moment to decide whether the CRD exists.
         for _ in 0..50 {
             let store = self.instrumentations.read().ok().and_then(|s| s.clone());
@@ -190,6 +216,7 @@ impl ClusterView for KubeView {
 
     fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespaces
+            .as_ref()?
             .get(&ObjectRef::new(namespace))?
             .metadata
             .annotations
@@ -202,6 +229,7 @@ impl ClusterView for KubeView {
             "ReplicaSet" => {
                 let rs = self
                     .replicasets
+                    .as_ref()?
                     .get(&ObjectRef::new(&owner.name).within(namespace))?;
                 (
                     controller(rs.metadata.owner_references.as_ref()).cloned(),
@@ -211,6 +239,7 @@ impl ClusterView for KubeView {
             "Job" => {
                 let job = self
                     .jobs
+                    .as_ref()?
                     .get(&ObjectRef::new(&owner.name).within(namespace))?;
                 (
                     controller(job.metadata.owner_references.as_ref()).cloned(),
