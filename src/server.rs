@@ -36,6 +36,12 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// API server may send a review on a connection we are closing (EOF errors).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The whole request body must arrive within this long. hyper's header-read
+/// timer stops once the headers are in, so without it a client that stalls
+/// mid-body holds its connection and task forever. The API server waits at
+/// most 30 s for a webhook (ours: `timeoutSeconds: 5`): nothing legitimate is cut.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct AppState {
     pub reviewer: Reviewer,
@@ -91,9 +97,17 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
         state.metrics.bad_request("too-large");
         return too_large(state.body_limit);
     }
-    let bytes = match axum::body::to_bytes(body, state.body_limit).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
+    let read = axum::body::to_bytes(body, state.body_limit);
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Err(_) => {
+            state.metrics.bad_request("body-timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {BODY_READ_TIMEOUT:?}"),
+            );
+        }
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
             let too_big = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_big {
