@@ -15,6 +15,7 @@ pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod conn_watch;
 pub mod inject;
 pub mod k8s;
 pub mod metrics;

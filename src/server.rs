@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::conn_watch::{Activity, REQUEST_HEADER_TIMEOUT, Watched};
 use crate::k8s::EventSink;
 use crate::metrics::Metrics;
 use crate::review::{Decision, Reviewer};
@@ -228,9 +229,38 @@ pub async fn serve_tls(
                         return;
                     }
                 };
-            let conn = http.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let activity = Activity::default();
+            let tracked = activity.clone();
+            let service = hyper::service::service_fn(move |request| {
+                tracked.request_began();
+                let tracked = tracked.clone();
+                let response = hyper::service::Service::call(&service, request);
+                async move {
+                    let response = response.await;
+                    tracked.request_ended();
+                    response
+                }
+            });
+            let conn =
+                http.serve_connection(TokioIo::new(Watched::new(tls, activity.clone())), service);
+            let conn = watcher.watch(conn);
+            tokio::pin!(conn);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    result = &mut conn => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        if activity.headers_overdue(REQUEST_HEADER_TIMEOUT) {
+                            tracing::debug!(%peer, "request headers not complete in time; closing the connection");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }

@@ -140,7 +140,7 @@ async fn certificate_rotates_under_load_without_a_failed_request() {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                if worker % 2 == 0 && n % 10 == 0 {
+                if worker % 2 == 0 && n.is_multiple_of(10) {
                     client = build(); // a new TLS handshake
                 }
                 let result = client

@@ -160,3 +160,100 @@ async fn keep_alive_connection_serves_many_reviews() {
         assert_eq!(body["response"]["uid"], uid.as_str());
     }
 }
+
+async fn raw_tls(server: &TestServer) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in otel_injector::tls::parse_certs(
+        &std::fs::read(&server.certs.ca).expect("ca"),
+        &server.certs.ca,
+    )
+    .expect("pem")
+    {
+        roots.add(cert).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let port: u16 = server
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake")
+}
+
+/// Trickled headers are cut after REQUEST_HEADER_TIMEOUT, while an idle
+/// keep-alive connection (as the API server keeps) survives far longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_but_idle_keep_alive_connections_live() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(Config::default()).await;
+    let body =
+        serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "idle")).expect("json");
+    let request = |body: &[u8]| {
+        let mut r = format!("POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    // An idle keep-alive connection: one request now, another after the slow one is cut.
+    let mut idle = raw_tls(&server).await;
+    idle.write_all(&request(&body))
+        .await
+        .expect("first request");
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).await.expect("first response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "first response"
+    );
+
+    let mut slow = raw_tls(&server).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("start");
+    let started = Instant::now();
+    let limit = otel_injector::conn_watch::REQUEST_HEADER_TIMEOUT + Duration::from_secs(3);
+    let mut cut = false;
+    while started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), slow.read(&mut probe)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(cut, "slow headers still open after {elapsed:?}");
+    assert!(
+        elapsed >= otel_injector::conn_watch::REQUEST_HEADER_TIMEOUT,
+        "cut too early: {elapsed:?}"
+    );
+
+    // The idle connection, unused for longer than the header limit, still serves.
+    idle.write_all(&request(&body))
+        .await
+        .expect("second request on the idle connection");
+    let n = idle.read(&mut buf).await.expect("second response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "idle keep-alive connection was closed"
+    );
+}

@@ -54,12 +54,12 @@ where
         api.list(&ListParams::default().limit(1)),
     )
     .await;
-    if let Ok(Err(e)) = probe {
-        if is_absent_or_forbidden(&e) {
-            tracing::warn!(resource = what, error = %e, "cannot list; working without it (check the RBAC in manifests/rbac.yaml)");
-            return None;
-        }
-        // Anything else (the API server not reachable yet, or slow): the watch retries.
+    // Any other outcome (the API server not reachable yet, or slow): the watch retries.
+    if let Ok(Err(e)) = probe
+        && is_absent_or_forbidden(&e)
+    {
+        tracing::warn!(resource = what, error = %e, "cannot list; working without it (check the RBAC in manifests/rbac.yaml)");
+        return None;
     }
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
