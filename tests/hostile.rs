@@ -210,6 +210,41 @@ async fn truncated_json_is_400_at_every_cut() {
     assert_serves(&server).await;
 }
 
+/// From the fuzzer (its first "crash", an oracle mistake): bytes that are not
+/// UTF-8 inside a field the review does not know are skipped unchecked by
+/// serde, so the review is answered (allowed, with the pod's verdict); in a
+/// field it reads they make the body a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_an_unknown_field_is_answered_and_in_a_known_one_is_400() {
+    let _shared = PROCESS.read().await;
+    let server = TestServer::start(Config::default()).await;
+    let mut review = review(&fixture("seed-pod.json"), "cxtm", "utf8");
+    review["request"]["object"]["spek"] = json!("PLACEHOLDER");
+    let text = serde_json::to_vec(&review).expect("json");
+    let at = text
+        .windows(11)
+        .position(|w| w == b"PLACEHOLDER")
+        .expect("placeholder");
+    let mut unknown = text.clone();
+    unknown[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
+    let (status, body) = server
+        .post_raw("/mutate", unknown, "application/json")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["uid"], "utf8");
+    assert_eq!(body["response"]["allowed"], true);
+
+    let mut known = text.clone();
+    let at = known
+        .windows(14)
+        .position(|w| w == b"cxtm-logstream")
+        .expect("container name");
+    known[at] = 0xff;
+    let (status, body) = server.post_raw("/mutate", known, "application/json").await;
+    assert_eq!(status, 400, "{body}");
+    assert_serves(&server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_content_types_are_415_and_a_missing_one_is_tolerated() {
     let _shared = PROCESS.read().await;
