@@ -157,3 +157,8 @@ fn bench_review(c: &mut Criterion) {
 
 criterion_group!(benches, bench_inject, bench_review);
 criterion_main!(benches);
+
+// The allocator of the otel-injector binary (src/main.rs), so that the
+// figures here are the server's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -143,3 +143,8 @@ fn main() {
             }
         });
 }
+
+// The allocator of the otel-injector binary (src/main.rs), so that the
+// figures here are the server's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
