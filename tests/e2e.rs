@@ -82,22 +82,7 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
         "the API server to call the webhook",
         Duration::from_secs(30),
         || {
-            let out = plane
-                .try_kubectl(
-                    &[
-                        "create",
-                        "-n",
-                        "cxtm",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    Some(&named(seed.clone(), "probe").to_string()),
-                )
-                .ok()?;
-            let pod: Value = serde_json::from_str(&out).ok()?;
+            let pod = plane.dry_run("cxtm", &named(seed.clone(), "probe"))?;
             has_init_container(&pod, INIT).then_some(())
         },
     );
@@ -248,24 +233,7 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
         "both registrations to be called",
         Duration::from_secs(30),
         || {
-            let pod: Value = serde_json::from_str(
-                &plane
-                    .try_kubectl(
-                        &[
-                            "create",
-                            "-n",
-                            "cxtm",
-                            "--dry-run=server",
-                            "-o",
-                            "json",
-                            "-f",
-                            "-",
-                        ],
-                        Some(&named(seed.clone(), "probe2").to_string()),
-                    )
-                    .ok()?,
-            )
-            .ok()?;
+            let pod = plane.dry_run("cxtm", &named(seed.clone(), "probe2"))?;
             (admission_count(&webhook) >= calls_before + 2 && init_container_count(&pod, INIT) == 1)
                 .then_some(())
         },

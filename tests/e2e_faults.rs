@@ -33,22 +33,7 @@ fn pods_created_while_the_webhook_is_killed_and_restarted() {
         || {
             let mut probe = seed.clone();
             probe["metadata"] = json!({"name": "probe"});
-            let out = plane
-                .try_kubectl(
-                    &[
-                        "create",
-                        "-n",
-                        "cxtm",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    Some(&probe.to_string()),
-                )
-                .ok()?;
-            has_init_container(&serde_json::from_str(&out).ok()?, INIT).then_some(())
+            has_init_container(&plane.dry_run("cxtm", &probe)?, INIT).then_some(())
         },
     );
 

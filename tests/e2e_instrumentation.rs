@@ -66,22 +66,7 @@ fn operator_instrumentation_and_annotations_work_unchanged() {
         "the webhook to use the Instrumentation",
         Duration::from_secs(60),
         || {
-            let out = plane
-                .try_kubectl(
-                    &[
-                        "create",
-                        "-n",
-                        "cxtm",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    Some(&opted_in_pod("probe", value).to_string()),
-                )
-                .ok()?;
-            let pod: Value = serde_json::from_str(&out).ok()?;
+            let pod = plane.dry_run("cxtm", &opted_in_pod("probe", value))?;
             has_init_container(&pod, INIT).then_some(pod)
         },
     );
@@ -135,22 +120,7 @@ fn operator_instrumentation_and_annotations_work_unchanged() {
         "the new image to be injected",
         Duration::from_secs(10),
         || {
-            let out = plane
-                .try_kubectl(
-                    &[
-                        "create",
-                        "-n",
-                        "cxtm",
-                        "--dry-run=server",
-                        "-o",
-                        "json",
-                        "-f",
-                        "-",
-                    ],
-                    Some(&opted_in_pod("probe", value).to_string()),
-                )
-                .ok()?;
-            let pod: Value = serde_json::from_str(&out).ok()?;
+            let pod = plane.dry_run("cxtm", &opted_in_pod("probe", value))?;
             (pod["spec"]["initContainers"][0]["image"]
                 == "registry.example/autoinstrumentation-python:9.9")
                 .then_some(())

@@ -143,6 +143,27 @@ impl ControlPlane {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `kubectl create --dry-run=server` of a pod: what admission returns,
+    /// with nothing stored; `None` when kubectl fails.
+    pub fn dry_run(&self, namespace: &str, pod: &Value) -> Option<Value> {
+        let out = self
+            .try_kubectl(
+                &[
+                    "create",
+                    "-n",
+                    namespace,
+                    "--dry-run=server",
+                    "-o",
+                    "json",
+                    "-f",
+                    "-",
+                ],
+                Some(&pod.to_string()),
+            )
+            .ok()?;
+        serde_json::from_str(&out).ok()
+    }
+
     pub fn apply(&self, object: &Value) {
         self.kubectl(&["apply", "-f", "-"], Some(&object.to_string()));
     }
