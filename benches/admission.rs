@@ -106,9 +106,11 @@ fn bench_inject(c: &mut Criterion) {
     };
     let injection = inject::inject(&pod, &settings, &request);
     assert!(!injection.patch.0.is_empty(), "the seed pod gets a patch");
-    c.bench_function("inject/seed-pod", |b| {
+    let mut group = c.benchmark_group("inject");
+    group.bench_function("seed-pod", |b| {
         b.iter(|| inject::inject(black_box(&pod), black_box(&settings), black_box(&request)))
     });
+    group.finish();
 }
 
 fn bench_review(c: &mut Criterion) {
