@@ -322,7 +322,7 @@ pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
             },
         ));
     }
-    for op in &injection.patch.0 {
+    for op in injection.patch.to_operations().0 {
         if let json_patch::PatchOperation::Add(add) = op {
             let mut path = json_patch::jsonptr::PointerBuf::from_tokens(
                 result.prefix.iter().map(String::as_str),
@@ -332,7 +332,7 @@ pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
             }
             ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
                 path,
-                value: add.value.clone(),
+                value: add.value,
             }));
         }
     }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde::{Deserialize, Serialize};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::Deserialize;
 
 use crate::config::Config;
-use crate::inject::{self, Injection, Outcome, Settings};
+use crate::inject::{self, Injection, JsonPatch, Outcome, Settings};
 use crate::policy::{self, ClusterView, Scope};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -85,48 +86,36 @@ struct EnvelopeRequest {
     name: Option<String>,
 }
 
-/// The AdmissionReview response as Kubernetes documents it: `patch` is a
-/// base64 string (kube 5 would write a JSON array of bytes, kube-rs #1781).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    warnings: Option<&'a [String]>,
-}
-
-impl WireResponse<'_> {
-    fn encode(response: &AdmissionResponse) -> Vec<u8> {
-        let wire = WireReview {
-            api_version: API_VERSION,
-            kind: KIND,
-            response: WireResponse {
-                uid: &response.uid,
-                allowed: response.allowed,
-                patch: response
-                    .patch
-                    .as_deref()
-                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-                patch_type: response.patch.as_ref().map(|_| "JSONPatch"),
-                warnings: response.warnings.as_deref().filter(|w| !w.is_empty()),
-            },
-        };
-        // Serializing plain strings and bools cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_default()
+/// The AdmissionReview response as Kubernetes documents it, written
+/// directly: we always allow, and `patch` is a base64 string (kube 5 would
+/// write a JSON array of bytes, kube-rs #1781). Field order is that of the
+/// `admission.k8s.io/v1` types.
+fn encode_response(uid: &str, patch: Option<&JsonPatch>, warnings: &[String]) -> Vec<u8> {
+    let patch = patch.filter(|p| !p.is_empty()).map(JsonPatch::as_bytes);
+    let base64_len = patch.map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(160 + uid.len() + base64_len);
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    // Serializing strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(br#","allowed":true"#);
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patch":""#);
+        let start = out.len();
+        out.resize(start + base64_len, 0);
+        let written = BASE64
+            .encode_slice(patch, &mut out[start..])
+            .unwrap_or_default();
+        out.truncate(start + written);
+        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
     }
+    if !warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":"#);
+        let _ = serde_json::to_writer(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 impl Reviewer {
@@ -160,12 +149,8 @@ impl Reviewer {
                 let request = envelope.request.ok_or(BadReview::NoRequest)?;
                 let reason = format!("could not decode the request: {typed_error}");
                 let warnings = vec![format!("otel-injector: pod not instrumented: {reason}")];
-                let mut response = AdmissionResponse::invalid("");
-                response.allowed = true;
-                response.uid = request.uid.clone();
-                response.warnings = Some(warnings.clone());
                 Ok(Reviewed {
-                    body: WireResponse::encode(&response),
+                    body: encode_response(&request.uid, None, &warnings),
                     decision: Decision {
                         uid: request.uid,
                         namespace: request.namespace.unwrap_or_default(),
@@ -226,7 +211,6 @@ impl Reviewer {
                     .cloned()
             }),
         };
-        let mut response = AdmissionResponse::from(request);
 
         let is_pod = request.resource.group.is_empty() && request.resource.resource == "pods";
         let pod = match (
@@ -243,9 +227,8 @@ impl Reviewer {
                     "otel-injector: pod not instrumented: {}",
                     decision.reason
                 ));
-                response.warnings = Some(decision.warnings.clone());
                 return Reviewed {
-                    body: WireResponse::encode(&response),
+                    body: encode_response(&decision.uid, None, &decision.warnings),
                     decision,
                 };
             }
@@ -262,12 +245,13 @@ impl Reviewer {
                         .unwrap_or_default()
                 );
                 return Reviewed {
-                    body: WireResponse::encode(&response),
+                    body: encode_response(&decision.uid, None, &[]),
                     decision,
                 };
             }
         };
 
+        let mut patch = None;
         let ns_annotations = self.cluster.namespace_annotations(&namespace);
         match policy::resolve(
             pod,
@@ -304,7 +288,7 @@ impl Reviewer {
                 };
                 let Injection {
                     outcome,
-                    patch,
+                    patch: injected,
                     containers,
                     warnings,
                 } = inject::inject(pod, &settings, &inject_request);
@@ -325,27 +309,15 @@ impl Reviewer {
                 if let Some(warning) = endpoint_warning(&settings) {
                     decision.warnings.push(warning);
                 }
-                decision.patch_ops = patch.0.len();
-                if !patch.0.is_empty() {
-                    match response.clone().with_patch(patch) {
-                        Ok(with_patch) => {
-                            decision.patch_bytes = with_patch.patch.as_ref().map_or(0, Vec::len);
-                            response = with_patch;
-                        }
-                        Err(e) => {
-                            decision.outcome = "error";
-                            decision.reason = format!("could not serialize the patch: {e}");
-                            decision.patch_ops = 0;
-                        }
-                    }
+                if !injected.is_empty() {
+                    decision.patch_ops = injected.len();
+                    decision.patch_bytes = injected.as_bytes().len();
+                    patch = Some(injected);
                 }
             }
         }
-        if !decision.warnings.is_empty() {
-            response.warnings = Some(decision.warnings.clone());
-        }
         Reviewed {
-            body: WireResponse::encode(&response),
+            body: encode_response(&decision.uid, patch.as_ref(), &decision.warnings),
             decision,
         }
     }

@@ -35,7 +35,10 @@ fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>
                 workload: None,
             };
             let injection = inject::inject(&pod, &settings, &request);
-            (apply(pod_json, &injection.patch), Some(injection))
+            (
+                apply(pod_json, &injection.patch.to_operations()),
+                Some(injection),
+            )
         }
         Scope::OutOfScope { .. } | Scope::Unresolvable { .. } => (pod_json.clone(), None),
     }
@@ -70,7 +73,7 @@ fn readmission_of_the_result_yields_an_empty_patch() {
         "{:?}",
         again.outcome
     );
-    assert!(again.patch.0.is_empty(), "{:?}", again.patch);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn admit_with(
             };
             let injection = inject::inject(&p, &settings, &request);
             Admitted {
-                pod: apply(pod_json, &injection.patch),
+                pod: apply(pod_json, &injection.patch.to_operations()),
                 scope: "inject",
                 why,
                 warnings: injection.warnings,

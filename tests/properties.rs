@@ -578,7 +578,7 @@ fn admit(pod_json: &Value) -> Result<(Value, Option<Injection>), String> {
             };
             let injection = inject::inject(&pod, &settings, &request);
             let mut out = pod_json.clone();
-            json_patch::patch(&mut out, &injection.patch)
+            json_patch::patch(&mut out, &injection.patch.to_operations())
                 .map_err(|e| format!("patch does not apply: {e}; patch {:?}", injection.patch))?;
             Ok((out, Some(injection)))
         }
@@ -805,7 +805,7 @@ fn check(original: &Value) -> Result<(), String> {
     // Reinvocation and a second webhook: nothing more to do.
     let (again, second) = admit(&mutated)?;
     if let Some(second) = second
-        && !second.patch.0.is_empty()
+        && !second.patch.is_empty()
     {
         return Err(format!(
             "second admission patched again ({:?}): {:?}",

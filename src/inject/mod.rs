@@ -13,16 +13,15 @@ pub mod workload;
 use std::collections::{BTreeMap, HashSet};
 
 use indexmap::IndexMap;
-use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
     ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::Value;
 
 use crate::config::{CommandWrapper, Config, Platform};
 use command::Wrap;
+pub use patch::JsonPatch;
 use patch::{PatchBuilder, pointer};
 pub use workload::Workload;
 
@@ -149,7 +148,7 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Injection {
     pub outcome: Outcome,
-    pub patch: Patch,
+    pub patch: JsonPatch,
     pub containers: Vec<ContainerReport>,
     /// Messages for the admission response's `warnings`.
     pub warnings: Vec<String>,
@@ -172,7 +171,7 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
             outcome: Outcome::AlreadyInjected {
                 marker: marker.to_owned(),
             },
-            patch: Patch(Vec::new()),
+            patch: JsonPatch::empty(),
             containers: Vec::new(),
             warnings: Vec::new(),
         };
@@ -226,25 +225,21 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                 reason,
             }),
             Ok(plan) => {
-                let base = ["spec", "containers", &index.to_string()].map(str::to_owned);
-                let path = |rest: &[&str]| {
-                    pointer(base.iter().map(String::as_str).chain(rest.iter().copied()))
-                };
+                let index = index.to_string();
+                let base = format!("/spec/containers/{index}");
+                let path = |rest: &str| format!("{base}/{rest}");
                 let mount = VolumeMount {
                     mount_path: settings.mount_path.clone(),
                     name: settings.volume_name.clone(),
                     ..Default::default()
                 };
                 patch.append(
-                    path(&["volumeMounts"]),
+                    &path("volumeMounts"),
                     container.volume_mounts.is_some(),
                     &mount,
                 );
                 if let Some((env_index, value)) = plan.pythonpath_update {
-                    patch.add(
-                        path(&["env", &env_index.to_string(), "value"]),
-                        Value::String(value),
-                    );
+                    patch.add(&path(&format!("env/{env_index}/value")), &value);
                 }
                 let generated = generated_env(
                     pod,
@@ -255,14 +250,15 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                     workload,
                     &pythonpath_prefix,
                 );
+                let env_path = path("env");
                 let mut has_env = container.env.is_some();
-                for var in generated {
-                    patch.append(path(&["env"]), has_env, &var);
+                for var in &generated {
+                    patch.append(&env_path, has_env, var);
                     has_env = true;
                 }
                 let (wrapped, reason) = match plan.wrap {
                     Wrap::Wrapped(new_command) => {
-                        patch.add_typed(path(&["command"]), &new_command);
+                        patch.add(&path("command"), &new_command);
                         (
                             true,
                             "instrumented; command wrapped with opentelemetry-instrument"
@@ -328,7 +324,7 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         ..Default::default()
     };
     patch.append(
-        pointer(["spec", "initContainers"]),
+        "/spec/initContainers",
         spec.init_containers.is_some(),
         &init,
     );
@@ -340,11 +336,7 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         }),
         ..Default::default()
     };
-    patch.append(
-        pointer(["spec", "volumes"]),
-        spec.volumes.is_some(),
-        &volume,
-    );
+    patch.append("/spec/volumes", spec.volumes.is_some(), &volume);
     add_node_selector(
         &mut patch,
         spec.node_selector.as_ref(),
@@ -409,19 +401,10 @@ fn status_annotations(
         return;
     }
     match existing {
-        None => {
-            let map: serde_json::Map<String, Value> = missing
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
-                .collect();
-            patch.add(pointer(["metadata", "annotations"]), Value::Object(map));
-        }
+        None => patch.add_object("/metadata/annotations", &missing),
         Some(_) => {
             for (k, v) in missing {
-                patch.add(
-                    pointer(["metadata", "annotations", k]),
-                    Value::String(v.to_owned()),
-                );
+                patch.add(&pointer(["metadata", "annotations", k]), v);
             }
         }
     }
@@ -437,11 +420,11 @@ fn add_node_selector(
         return;
     }
     match existing {
-        None => patch.add_typed(pointer(["spec", "nodeSelector"]), wanted),
+        None => patch.add("/spec/nodeSelector", wanted),
         Some(existing) => {
             for (key, value) in wanted {
                 match existing.get(key) {
-                    None => patch.add(pointer(["spec", "nodeSelector", key]), Value::String(value.clone())),
+                    None => patch.add(&pointer(["spec", "nodeSelector", key]), value),
                     Some(v) if v == value => {}
                     Some(v) => warnings.push(format!(
                         "otel-injector: nodeSelector {key}={v} set by the pod is kept (config wants {key}={value})"

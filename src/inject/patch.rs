@@ -1,54 +1,181 @@
-//! A JSON Patch builder that only ever appends or sets object members, so a
-//! patch never removes or reorders anything the pod already had.
+//! A JSON Patch (RFC 6902) that only ever appends or sets object members, so
+//! a patch never removes or reorders anything the pod already had.
+//!
+//! The patch is written as JSON text while it is built: every value goes
+//! straight from its typed form (k8s-openapi structs, strings) into one
+//! buffer. Going through `serde_json::Value` first cost more than the rest of
+//! the mutation together (an `IndexMap` per object, then a second
+//! serialization); see BENCHMARKS.md.
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use std::fmt;
+
 use serde::Serialize;
-use serde_json::Value;
+use serde::ser::SerializeMap;
 
-/// JSON pointer from path segments; `/` and `~` in segments (annotation and
-/// label keys) are escaped by jsonptr.
-pub fn pointer<'a>(segments: impl IntoIterator<Item = &'a str>) -> PointerBuf {
-    PointerBuf::from_tokens(segments)
+/// A finished JSON Patch: its JSON text and how many operations it holds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonPatch {
+    json: Vec<u8>,
+    ops: usize,
 }
 
-#[derive(Debug, Default)]
+impl JsonPatch {
+    /// `[]`.
+    pub fn empty() -> Self {
+        JsonPatch {
+            json: b"[]".to_vec(),
+            ops: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// The patch as JSON text (what the AdmissionReview response carries, before base64).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.json
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only serde_json and ASCII punctuation write into `json`.
+        std::str::from_utf8(&self.json).unwrap_or_default()
+    }
+
+    /// The patch as `json_patch` operations, to apply it or rewrite its paths.
+    pub fn to_operations(&self) -> json_patch::Patch {
+        // Our own output of JSON Patch `add` operations always parses back;
+        // an empty patch is the harmless answer should it not.
+        serde_json::from_slice(&self.json).unwrap_or(json_patch::Patch(Vec::new()))
+    }
+}
+
+impl fmt::Debug for JsonPatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// JSON pointer (RFC 6901) from path segments, escaping `~` and `/`
+/// (annotation and label keys contain `/`).
+pub fn pointer<'a>(segments: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::with_capacity(48);
+    for segment in segments {
+        out.push('/');
+        if segment.contains(['~', '/']) {
+            out.push_str(&segment.replace('~', "~0").replace('/', "~1"));
+        } else {
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
 pub struct PatchBuilder {
-    ops: Vec<PatchOperation>,
+    json: Vec<u8>,
+    ops: usize,
+}
+
+impl Default for PatchBuilder {
+    fn default() -> Self {
+        // The seed pod's patch is ~2.4 KB.
+        let mut json = Vec::with_capacity(4096);
+        json.push(b'[');
+        PatchBuilder { json, ops: 0 }
+    }
 }
 
 impl PatchBuilder {
-    pub fn add(&mut self, path: PointerBuf, value: Value) {
-        self.ops
-            .push(PatchOperation::Add(AddOperation { path, value }));
-    }
-
-    /// Serializes a k8s-openapi value; these types always serialize, so a
-    /// failure would be a bug in the types, reported as `null` rather than a panic.
-    pub fn add_typed<T: Serialize>(&mut self, path: PointerBuf, value: &T) {
-        self.add(path, serde_json::to_value(value).unwrap_or(Value::Null));
+    /// An `add` of `value` at `path` (a JSON pointer from [`pointer`]).
+    pub fn add<T: Serialize + ?Sized>(&mut self, path: &str, value: &T) {
+        self.begin(path);
+        self.value(value);
+        self.json.push(b'}');
     }
 
     /// Appends `item` to the array at `path`, creating the array when the pod has none.
-    pub fn append<T: Serialize>(&mut self, path: PointerBuf, exists: bool, item: &T) {
-        let item = serde_json::to_value(item).unwrap_or(Value::Null);
+    pub fn append<T: Serialize + ?Sized>(&mut self, path: &str, exists: bool, item: &T) {
         if exists {
-            self.add(path.with_trailing_token("-"), item);
+            self.begin_with(path, "/-");
+            self.value(item);
         } else {
-            self.add(path, Value::Array(vec![item]));
+            self.begin(path);
+            self.json.push(b'[');
+            self.value(item);
+            self.json.push(b']');
+        }
+        self.json.push(b'}');
+    }
+
+    /// An `add` of a JSON object with these string members, in order.
+    pub fn add_object(&mut self, path: &str, members: &[(&str, &str)]) {
+        self.add(path, &Members(members));
+    }
+
+    fn begin(&mut self, path: &str) {
+        self.begin_with(path, "");
+    }
+
+    fn begin_with(&mut self, path: &str, suffix: &str) {
+        if self.ops > 0 {
+            self.json.push(b',');
+        }
+        self.ops += 1;
+        self.json.extend_from_slice(br#"{"op":"add","path":"#);
+        if suffix.is_empty() {
+            self.string(path);
+        } else {
+            self.string(&format!("{path}{suffix}"));
+        }
+        self.json.extend_from_slice(br#","value":"#);
+    }
+
+    fn string(&mut self, s: &str) {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.json, s);
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
+        let mark = self.json.len();
+        if serde_json::to_writer(&mut self.json, value).is_err() {
+            // k8s-openapi types and strings always serialize; a failure would
+            // be a bug in the types, reported as `null` rather than a panic.
+            self.json.truncate(mark);
+            self.json.extend_from_slice(b"null");
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops == 0
     }
 
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops
     }
 
-    pub fn build(self) -> Patch {
-        Patch(self.ops)
+    pub fn build(mut self) -> JsonPatch {
+        self.json.push(b']');
+        JsonPatch {
+            json: self.json,
+            ops: self.ops,
+        }
+    }
+}
+
+struct Members<'a>(&'a [(&'a str, &'a str)]);
+
+impl Serialize for Members<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 
@@ -59,6 +186,39 @@ mod tests {
     #[test]
     fn pointer_escapes_slash_and_tilde() {
         let p = pointer(["metadata", "annotations", "example.com/a~b"]);
-        assert_eq!(p.as_str(), "/metadata/annotations/example.com~1a~0b");
+        assert_eq!(p, "/metadata/annotations/example.com~1a~0b");
+    }
+
+    #[test]
+    fn builds_a_json_patch_that_json_patch_reads() {
+        let mut b = PatchBuilder::default();
+        b.append("/spec/volumes", false, &serde_json::json!({"name": "v"}));
+        b.append(
+            "/spec/containers/0/env",
+            true,
+            &serde_json::json!({"name": "A"}),
+        );
+        b.add("/metadata/annotations/a~1b", "x\"y");
+        b.add_object("/metadata/labels", &[("k", "v"), ("a", "b")]);
+        let patch = b.build();
+        assert_eq!(patch.len(), 4);
+        let ops = patch.to_operations();
+        assert_eq!(ops.0.len(), 4);
+        let back: serde_json::Value = serde_json::from_slice(patch.as_bytes()).expect("json");
+        assert_eq!(
+            back,
+            serde_json::json!([
+                {"op": "add", "path": "/spec/volumes", "value": [{"name": "v"}]},
+                {"op": "add", "path": "/spec/containers/0/env/-", "value": {"name": "A"}},
+                {"op": "add", "path": "/metadata/annotations/a~1b", "value": "x\"y"},
+                {"op": "add", "path": "/metadata/labels", "value": {"k": "v", "a": "b"}},
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_patch_is_an_empty_array() {
+        assert_eq!(PatchBuilder::default().build().as_bytes(), b"[]");
+        assert_eq!(JsonPatch::empty(), PatchBuilder::default().build());
     }
 }
