@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -171,7 +172,7 @@ fn admit_template(
     label: String,
     prefix: Vec<String>,
     config: &Config,
-    base: &Settings,
+    base: &Arc<Settings>,
     view: &dyn ClusterView,
     default_ns: &str,
 ) -> Result<TemplateResult, OfflineError> {
@@ -272,7 +273,7 @@ pub fn admit_documents(
     config: &Config,
     default_ns: &str,
 ) -> Result<Vec<(usize, Option<usize>, TemplateResult)>, OfflineError> {
-    let base = Settings::from_config(config);
+    let base = Arc::new(Settings::from_config(config));
     let view = FileView::from_documents(docs, default_ns);
     let mut out = Vec::new();
     for (d, doc) in docs.iter().enumerate() {

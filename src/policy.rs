@@ -2,6 +2,7 @@
 //! Operator's annotation semantics over the static config.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -67,7 +68,8 @@ impl ClusterView for StaticView {
 pub enum Scope {
     /// Instrument with these settings; `why` says what put the pod in scope.
     Inject {
-        settings: Box<Settings>,
+        /// Shared with the webhook's base settings unless an Instrumentation applies.
+        settings: Arc<Settings>,
         container_names: Option<Vec<String>>,
         platform: Option<Platform>,
         why: String,
@@ -121,7 +123,7 @@ pub fn resolve(
     namespace: &str,
     namespace_annotations: Option<&BTreeMap<String, String>>,
     config: &Config,
-    base: &Settings,
+    base: &Arc<Settings>,
     lookup: &dyn ClusterView,
 ) -> Scope {
     let pod_annotations = pod.metadata.annotations.as_ref();
@@ -144,7 +146,7 @@ pub fn resolve(
             };
         }
         (
-            base.clone(),
+            Arc::clone(base),
             format!("namespace {namespace} is configured for injection"),
         )
     } else {
@@ -153,14 +155,14 @@ pub fn resolve(
                 let names = lookup.instrumentations_in(namespace);
                 match names.as_slice() {
                     [] => (
-                        base.clone(),
+                        Arc::clone(base),
                         format!(
                             "{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config"
                         ),
                     ),
                     [one] => match lookup.instrumentation(namespace, one, base) {
                         Some(Ok(s)) => (
-                            s,
+                            Arc::new(s),
                             format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
                         ),
                         Some(Err(why)) => return Scope::Unresolvable { why },
@@ -196,7 +198,7 @@ pub fn resolve(
                 }
                 match lookup.instrumentation(&ref_ns, &name, base) {
                     Some(Ok(s)) => (
-                        s,
+                        Arc::new(s),
                         format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
                     ),
                     Some(Err(why)) => return Scope::Unresolvable { why },
@@ -237,7 +239,7 @@ pub fn resolve(
         },
     };
     Scope::Inject {
-        settings: Box::new(settings),
+        settings,
         container_names,
         platform,
         why,

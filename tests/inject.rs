@@ -18,7 +18,7 @@ fn settings() -> Settings {
 /// Runs the policy and the mutation as the webhook does, returning the patched pod.
 fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>) {
     let config = Config::default();
-    let base = Settings::from_config(&config);
+    let base = std::sync::Arc::new(Settings::from_config(&config));
     let pod = pod(pod_json);
     match policy::resolve(&pod, namespace, None, &config, &base, &StaticView) {
         Scope::Inject {

@@ -75,7 +75,7 @@ fn admit_with(
     config: &Config,
     cluster: &FakeCluster,
 ) -> Admitted {
-    let base = Settings::from_config(config);
+    let base = std::sync::Arc::new(Settings::from_config(config));
     let p = pod(pod_json);
     let ns_annotations = cluster.namespace_annotations(namespace);
     match policy::resolve(

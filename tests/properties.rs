@@ -560,7 +560,7 @@ fn build_pod(seed: &PodSeed) -> Value {
 /// Policy then mutation, as the webhook runs them. `Err` when the patch does not apply.
 fn admit(pod_json: &Value) -> Result<(Value, Option<Injection>), String> {
     let config = Config::default();
-    let base = Settings::from_config(&config);
+    let base = std::sync::Arc::new(Settings::from_config(&config));
     let pod = Pod::deserialize(pod_json).map_err(|e| format!("not a pod: {e}"))?;
     match policy::resolve(&pod, NAMESPACE, None, &config, &base, &StaticView) {
         Scope::Inject {

@@ -563,7 +563,7 @@ fn cross_namespace_instrumentation_refs_are_refused_when_disallowed() {
         );
     }
     // The policy's verdict directly, too.
-    let base = Settings::from_config(&strict);
+    let base = std::sync::Arc::new(Settings::from_config(&strict));
     let p: Pod = serde_json::from_value(pod_asking_for("other/evil")).expect("pod");
     assert!(matches!(
         policy::resolve(&p, "cxtm", None, &strict, &base, &FakeCluster),

@@ -10,6 +10,7 @@ pub mod command;
 pub mod patch;
 pub mod workload;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
 use indexmap::IndexMap;
@@ -225,9 +226,17 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                 reason,
             }),
             Ok(plan) => {
-                let index = index.to_string();
-                let base = format!("/spec/containers/{index}");
-                let path = |rest: &str| format!("{base}/{rest}");
+                let mut base = String::with_capacity(48);
+                base.push_str("/spec/containers/");
+                base.push_str(itoa::Buffer::new().format(index));
+                base.push('/');
+                // `format!` costs several times a push_str here, and a review builds ~15 paths.
+                let path = |rest: &str| {
+                    let mut path = String::with_capacity(base.len() + rest.len() + 8);
+                    path.push_str(&base);
+                    path.push_str(rest);
+                    path
+                };
                 let mount = VolumeMount {
                     mount_path: settings.mount_path.clone(),
                     name: settings.volume_name.clone(),
@@ -239,7 +248,10 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                     &mount,
                 );
                 if let Some((env_index, value)) = plan.pythonpath_update {
-                    patch.add(&path(&format!("env/{env_index}/value")), &value);
+                    let mut env_path = path("env/");
+                    env_path.push_str(itoa::Buffer::new().format(env_index));
+                    env_path.push_str("/value");
+                    patch.add(&env_path, &value);
                 }
                 let generated = generated_env(
                     pod,
@@ -588,11 +600,15 @@ fn generated_env(
             generated.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
         }
     }
-    let mut attributes: Vec<(String, String)> = settings
-        .resource_attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    // Borrowed where possible: this runs once per container on every review.
+    let mut attributes: Vec<(&str, Cow<'_, str>)> =
+        Vec::with_capacity(settings.resource_attributes.len() + 8);
+    attributes.extend(
+        settings
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
+    );
     if settings.kubernetes_resource_attributes {
         generated.push(field_ref(
             "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
@@ -602,73 +618,85 @@ fn generated_env(
             "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
             "spec.nodeName",
         ));
-        attributes.push(("k8s.container.name".into(), container.name.clone()));
-        attributes.push(("k8s.namespace.name".into(), request.namespace.to_owned()));
+        attributes.push(("k8s.container.name", Cow::Borrowed(&container.name)));
+        attributes.push(("k8s.namespace.name", Cow::Borrowed(request.namespace)));
         attributes.push((
-            "k8s.node.name".into(),
-            "$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)".into(),
+            "k8s.node.name",
+            Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)"),
         ));
         attributes.push((
-            "k8s.pod.name".into(),
-            "$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)".into(),
+            "k8s.pod.name",
+            Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)"),
         ));
         if let Some((key, w)) = workload.and_then(|w| Some((w.attribute_key()?, w))) {
-            attributes.push((key.into(), w.name.clone()));
+            attributes.push((key, Cow::Borrowed(&w.name)));
         }
         attributes.push((
-            "service.instance.id".into(),
-            format!(
+            "service.instance.id",
+            Cow::Owned(format!(
                 "{}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}",
                 request.namespace, container.name
-            ),
+            )),
         ));
     }
     if let Some(version) = workload::service_version(pod, container.image.as_deref()) {
-        attributes.push(("service.version".into(), version));
+        attributes.push(("service.version", Cow::Owned(version)));
     }
-    attributes.push(("service.namespace".into(), request.namespace.to_owned()));
-    let mut seen_keys = HashSet::new();
-    let attributes: Vec<String> = attributes
-        .into_iter()
-        .filter(|(k, _)| seen_keys.insert(k.clone()))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    generated.push(plain("OTEL_RESOURCE_ATTRIBUTES", attributes.join(",")));
+    attributes.push(("service.namespace", Cow::Borrowed(request.namespace)));
+    let mut joined = String::with_capacity(320);
+    for (k, v) in first_per_key(&attributes, |(k, _)| k) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(k);
+        joined.push('=');
+        joined.push_str(v);
+    }
+    generated.push(plain("OTEL_RESOURCE_ATTRIBUTES", joined));
     generated.push(plain("OTEL_SERVICE_NAME", service_name));
 
     // settings.env replaces a generated var in place, and the rest go after the exporters.
-    let overrides: Vec<EnvVar> = {
-        let mut seen = HashSet::new();
-        settings
-            .env
-            .iter()
-            .filter(|v| seen.insert(v.name.as_str()))
-            .cloned()
-            .collect()
-    };
-    let generated_names: HashSet<String> = generated.iter().map(|v| v.name.clone()).collect();
+    let overrides = first_per_key(&settings.env, |v| &v.name);
+    let is_generated = |name: &str| generated.iter().any(|g| g.name == name);
     let mut ordered = Vec::with_capacity(generated.len() + overrides.len());
+    let extra: Vec<EnvVar> = overrides
+        .iter()
+        .filter(|o| !is_generated(&o.name))
+        .map(|o| (*o).clone())
+        .collect();
+    let mut extra = Some(extra);
     for (i, var) in generated.into_iter().enumerate() {
         if i == extra_at {
-            ordered.extend(
-                overrides
-                    .iter()
-                    .filter(|o| !generated_names.contains(&o.name))
-                    .cloned(),
-            );
+            ordered.extend(extra.take().unwrap_or_default());
         }
         match overrides.iter().find(|o| o.name == var.name) {
-            Some(o) if var.name != "PYTHONPATH" => ordered.push(o.clone()),
+            Some(o) if var.name != "PYTHONPATH" => ordered.push((*o).clone()),
             _ => ordered.push(var),
         }
     }
-    let existing: HashSet<&str> = container
-        .env
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|v| v.name.as_str())
-        .collect();
-    ordered.retain(|v| !existing.contains(v.name.as_str()));
+    // The container's own env wins: a linear scan, as pods have few vars and
+    // hashing them all cost more than comparing.
+    let existing = container.env.as_deref().unwrap_or_default();
+    ordered.retain(|v| !existing.iter().any(|e| e.name == v.name));
     ordered
+}
+
+/// The first item for each key, in order. Lists here are short (generated
+/// env, resource attributes), so a scan beats hashing; long ones fall back to a set.
+fn first_per_key<'a, T, K: Eq + std::hash::Hash + ?Sized + 'a>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> &'a K,
+) -> Vec<&'a T> {
+    let mut out: Vec<&T> = Vec::with_capacity(items.len());
+    if items.len() <= 32 {
+        for item in items {
+            if !out.iter().any(|seen| key(seen) == key(item)) {
+                out.push(item);
+            }
+        }
+    } else {
+        let mut seen = HashSet::with_capacity(items.len());
+        out.extend(items.iter().filter(|item| seen.insert(key(item))));
+    }
+    out
 }

@@ -127,17 +127,21 @@ impl PatchBuilder {
         }
         self.ops += 1;
         self.json.extend_from_slice(br#"{"op":"add","path":"#);
-        if suffix.is_empty() {
-            self.string(path);
+        // Our pointers only need escaping for `"` and `\` in annotation or
+        // node selector keys: the common case is a plain copy.
+        if path.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            let mut joined = String::with_capacity(path.len() + suffix.len());
+            joined.push_str(path);
+            joined.push_str(suffix);
+            // Writing a &str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut self.json, &joined);
         } else {
-            self.string(&format!("{path}{suffix}"));
+            self.json.push(b'"');
+            self.json.extend_from_slice(path.as_bytes());
+            self.json.extend_from_slice(suffix.as_bytes());
+            self.json.push(b'"');
         }
         self.json.extend_from_slice(br#","value":"#);
-    }
-
-    fn string(&mut self, s: &str) {
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.json, s);
     }
 
     fn value<T: Serialize + ?Sized>(&mut self, value: &T) {
@@ -213,6 +217,30 @@ mod tests {
                 {"op": "add", "path": "/metadata/annotations/a~1b", "value": "x\"y"},
                 {"op": "add", "path": "/metadata/labels", "value": {"k": "v", "a": "b"}},
             ])
+        );
+    }
+
+    #[test]
+    fn paths_that_need_json_escaping_are_escaped() {
+        let mut b = PatchBuilder::default();
+        let path = pointer(["spec", "nodeSelector", "odd\"key\\"]);
+        b.add(&path, "v");
+        b.append(&path, true, "w");
+        let ops = b.build().to_operations();
+        let paths: Vec<String> = ops
+            .0
+            .iter()
+            .map(|op| match op {
+                json_patch::PatchOperation::Add(add) => add.path.to_string(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/nodeSelector/odd\"key\\",
+                "/spec/nodeSelector/odd\"key\\/-"
+            ]
         );
     }
 
