@@ -18,6 +18,7 @@ pub mod config;
 pub mod conn_watch;
 pub mod inject;
 pub mod k8s;
+pub mod logging;
 pub mod metrics;
 pub mod offline;
 pub mod policy;

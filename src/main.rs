@@ -1,10 +1,7 @@
 #![forbid(unsafe_code)]
 
-use std::io::IsTerminal;
-
 use clap::Parser;
-use otel_injector::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use otel_injector::cli::{Cli, Command};
 
 // jemalloc instead of the C library's malloc: a review is allocation-heavy
 // (typed pod, JSON Patch values, response) and glibc's malloc/free were about
@@ -15,17 +12,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log.log_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    otel_injector::logging::init(cli.log.log_format, &cli.log.log_level);
     let result = match cli.command {
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()

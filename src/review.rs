@@ -4,7 +4,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, PodSpec, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -106,6 +111,129 @@ struct Resource {
     resource: String,
 }
 
+/// The pod as the mutation reads it: its metadata and, of its spec, only the
+/// fields `inject`, `policy` and `workload` look at. The rest (probes,
+/// resources, ports, status, ...) is skipped unparsed: decoding all of it
+/// into k8s-openapi types (a `Container` is 2 KB) was the largest cost of a
+/// review, and the API server has validated it already. Fields are optional
+/// and `null`-tolerant exactly as in k8s-openapi's own decoders.
+/// `tests/properties.rs` (`the_wire_answer_is_the_pure_answer`) checks that
+/// a review decides as on the fully decoded pod.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingPod {
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+    #[serde(default)]
+    spec: Option<MapOnly<IncomingSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingSpec {
+    #[serde(default)]
+    containers: Option<Vec<MapOnly<IncomingContainer>>>,
+    #[serde(default)]
+    init_containers: Option<Vec<MapOnly<Named>>>,
+    #[serde(default)]
+    volumes: Option<Vec<MapOnly<Named>>>,
+    #[serde(default)]
+    node_selector: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncomingContainer {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<EnvVar>>,
+    #[serde(default)]
+    volume_mounts: Option<Vec<VolumeMount>>,
+    #[serde(default)]
+    security_context: Option<SecurityContext>,
+}
+
+/// Init containers and volumes: only their names matter (clashes, markers).
+#[derive(Deserialize)]
+struct Named {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `T` decoded from a JSON object only. A derived `Deserialize` also takes
+/// an array of the fields in order; k8s-openapi's decoders (and the API
+/// server) do not, so neither may ours.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Object(std::marker::PhantomData))
+            .map(MapOnly)
+    }
+}
+
+impl IncomingPod {
+    fn into_pod(self) -> Pod {
+        let spec = self.spec.map(|MapOnly(spec)| PodSpec {
+            containers: spec
+                .containers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|MapOnly(c)| Container {
+                    name: c.name.unwrap_or_default(),
+                    image: c.image,
+                    command: c.command,
+                    env: c.env,
+                    volume_mounts: c.volume_mounts,
+                    security_context: c.security_context,
+                    ..Container::default()
+                })
+                .collect(),
+            init_containers: spec.init_containers.map(|named| {
+                named
+                    .into_iter()
+                    .map(|MapOnly(n)| Container {
+                        name: n.name.unwrap_or_default(),
+                        ..Container::default()
+                    })
+                    .collect()
+            }),
+            volumes: spec.volumes.map(|named| {
+                named
+                    .into_iter()
+                    .map(|MapOnly(n)| Volume {
+                        name: n.name.unwrap_or_default(),
+                        ..Volume::default()
+                    })
+                    .collect()
+            }),
+            node_selector: spec.node_selector,
+            ..PodSpec::default()
+        });
+        Pod {
+            metadata: self.metadata.unwrap_or_default(),
+            spec,
+            status: None,
+        }
+    }
+}
+
 /// The AdmissionReview response as Kubernetes documents it, written
 /// directly: we always allow, and `patch` is a base64 string (kube 5 would
 /// write a JSON array of bytes, kube-rs #1781). Field order is that of the
@@ -150,7 +278,7 @@ impl Reviewer {
 
     /// Answers one AdmissionReview body. `Err` only when there is no review to answer.
     pub fn review(&self, body: &[u8]) -> Result<Reviewed, BadReview> {
-        match serde_json::from_slice::<IncomingReview<Pod>>(body) {
+        match serde_json::from_slice::<IncomingReview<MapOnly<IncomingPod>>>(body) {
             Ok(review) => {
                 check_type(&review.api_version, &review.kind)?;
                 let request = review.request.ok_or(BadReview::NoRequest)?;
@@ -184,7 +312,7 @@ impl Reviewer {
         }
     }
 
-    fn decide(&self, request: IncomingRequest<Pod>) -> Reviewed {
+    fn decide(&self, request: IncomingRequest<MapOnly<IncomingPod>>) -> Reviewed {
         let mut decision = Decision {
             uid: request.uid,
             namespace: request.namespace.unwrap_or_default(),
@@ -222,7 +350,8 @@ impl Reviewer {
                 decision,
             };
         }
-        let Some(pod) = &request.object else {
+        let pod = request.object.map(|MapOnly(pod)| pod.into_pod());
+        let Some(pod) = &pod else {
             decision.outcome = "error";
             decision.reason = "pod CREATE review without an object".into();
             decision.warnings.push(format!(

@@ -265,7 +265,7 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                 let env_path = path("env");
                 let mut has_env = container.env.is_some();
                 for var in &generated {
-                    patch.append(&env_path, has_env, var);
+                    patch.append_env(&env_path, has_env, var);
                     has_env = true;
                 }
                 let (wrapped, reason) = match plan.wrap {

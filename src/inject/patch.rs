@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use k8s_openapi::api::core::v1::EnvVar;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
@@ -112,6 +113,24 @@ impl PatchBuilder {
         self.json.push(b'}');
     }
 
+    /// Appends an env var; a plain `name`/`value` one (all the generated
+    /// ones) is written directly, as k8s-openapi would serialize it.
+    pub fn append_env(&mut self, path: &str, exists: bool, var: &EnvVar) {
+        match (&var.value_from, exists) {
+            (None, true) => {
+                self.begin_with(path, "/-");
+                self.json.extend_from_slice(br#"{"name":"#);
+                write_json_str(&mut self.json, &var.name);
+                if let Some(value) = &var.value {
+                    self.json.extend_from_slice(br#","value":"#);
+                    write_json_str(&mut self.json, value);
+                }
+                self.json.extend_from_slice(b"}}");
+            }
+            _ => self.append(path, exists, var),
+        }
+    }
+
     /// An `add` of a JSON object with these string members, in order.
     pub fn add_object(&mut self, path: &str, members: &[(&str, &str)]) {
         self.add(path, &Members(members));
@@ -127,19 +146,13 @@ impl PatchBuilder {
         }
         self.ops += 1;
         self.json.extend_from_slice(br#"{"op":"add","path":"#);
-        // Our pointers only need escaping for `"` and `\` in annotation or
-        // node selector keys: the common case is a plain copy.
-        if path.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        if suffix.is_empty() {
+            write_json_str(&mut self.json, path);
+        } else {
             let mut joined = String::with_capacity(path.len() + suffix.len());
             joined.push_str(path);
             joined.push_str(suffix);
-            // Writing a &str into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut self.json, &joined);
-        } else {
-            self.json.push(b'"');
-            self.json.extend_from_slice(path.as_bytes());
-            self.json.extend_from_slice(suffix.as_bytes());
-            self.json.push(b'"');
+            write_json_str(&mut self.json, &joined);
         }
         self.json.extend_from_slice(br#","value":"#);
     }
@@ -168,6 +181,20 @@ impl PatchBuilder {
             json: self.json,
             ops: self.ops,
         }
+    }
+}
+
+/// `s` as a JSON string: copied as is when nothing in it needs escaping
+/// (every generated name and value), else escaped by serde_json.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     }
 }
 
@@ -206,6 +233,16 @@ mod tests {
         b.add_object("/metadata/labels", &[("k", "v"), ("a", "b")]);
         let patch = b.build();
         assert_eq!(patch.len(), 4);
+        let plain = EnvVar {
+            name: "A\"B".into(),
+            value: Some("line\nbreak ✓".into()),
+            value_from: None,
+        };
+        let mut direct = PatchBuilder::default();
+        direct.append_env("/e", true, &plain);
+        let mut generic = PatchBuilder::default();
+        generic.append("/e", true, &plain);
+        assert_eq!(direct.build(), generic.build(), "same bytes as serde");
         let ops = patch.to_operations();
         assert_eq!(ops.0.len(), 4);
         let back: serde_json::Value = serde_json::from_slice(patch.as_bytes()).expect("json");
