@@ -127,11 +127,12 @@ impl ClusterView for FileView {
         ))
     }
     fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
-        self.instrumentations
-            .keys()
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, n)| n.clone())
-            .collect()
+        instrumentation::names_in(
+            namespace,
+            self.instrumentations
+                .keys()
+                .map(|(ns, name)| (ns.as_str(), name.as_str())),
+        )
     }
     fn namespace_annotations(&self, _: &str) -> Option<BTreeMap<String, String>> {
         None
