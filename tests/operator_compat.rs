@@ -5,69 +5,9 @@ mod common;
 
 use common::*;
 use otel_injector::config::Config;
-use otel_injector::inject::{self, Outcome, Request, Settings};
+use otel_injector::inject::Outcome;
 use otel_injector::offline::FileView;
-use otel_injector::policy::{self, ClusterView, Scope};
 use serde_json::{Value, json};
-
-struct Admitted {
-    pod: Value,
-    scope: &'static str,
-    why: String,
-    warnings: Vec<String>,
-    outcome: Option<Outcome>,
-}
-
-fn admit_with(pod_json: &Value, namespace: &str, config: &Config, cluster: &FileView) -> Admitted {
-    let base = std::sync::Arc::new(Settings::from_config(config));
-    let p = pod(pod_json);
-    let ns_annotations = cluster.namespace_annotations(namespace);
-    match policy::resolve(
-        &p,
-        namespace,
-        ns_annotations.as_ref(),
-        config,
-        &base,
-        cluster,
-    ) {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            why,
-        } => {
-            let request = Request {
-                namespace,
-                name: "",
-                container_names,
-                platform,
-                workload: None,
-            };
-            let injection = inject::inject(&p, &settings, &request);
-            Admitted {
-                pod: apply(pod_json, &injection.patch.to_operations()),
-                scope: "inject",
-                why,
-                warnings: injection.warnings,
-                outcome: Some(injection.outcome),
-            }
-        }
-        Scope::OutOfScope { why } => Admitted {
-            pod: pod_json.clone(),
-            scope: "out",
-            why,
-            warnings: vec![],
-            outcome: None,
-        },
-        Scope::Unresolvable { why } => Admitted {
-            pod: pod_json.clone(),
-            scope: "unresolvable",
-            why,
-            warnings: vec![],
-            outcome: None,
-        },
-    }
-}
 
 fn app(env: Value, annotations: Value) -> Value {
     json!({
@@ -106,7 +46,7 @@ fn pythonpath_cases() {
         );
         assert_eq!(env_value(&out.pod, 0, "PYTHONPATH"), want, "env={env}");
         if want.is_none() {
-            assert!(matches!(out.outcome, Some(Outcome::Skipped { .. })));
+            assert!(matches!(out.outcome(), Some(Outcome::Skipped { .. })));
         }
     }
 }
@@ -343,7 +283,7 @@ fn multi_container_and_init_container_targets() {
         }
     });
     let out = admit_with(&pod, "cxtm", &Config::default(), &FileView::default());
-    assert_eq!(out.outcome, Some(Outcome::Injected));
+    assert_eq!(out.outcome(), Some(&Outcome::Injected));
     assert!(env_value(&out.pod, 0, "PYTHONPATH").is_some());
     assert!(
         out.pod["spec"]["containers"][1].get("env").is_none(),
@@ -368,11 +308,11 @@ fn multi_container_and_init_container_targets() {
     );
     assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(1));
     assert!(
-        out.warnings
+        out.warnings()
             .iter()
             .any(|w| w.contains("\"setup\" is an init container")),
         "{:?}",
-        out.warnings
+        out.warnings()
     );
     assert_eq!(
         out.pod["metadata"]["annotations"]["otel-injector.io/containers"],
