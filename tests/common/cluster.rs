@@ -384,12 +384,7 @@ pub struct LocalServer {
 /// Starts `otel-injector serve --kubernetes off` with `extra` arguments and
 /// waits until its admin port reports ready.
 pub fn spawn_server(extra: &[&str]) -> LocalServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
-    let certs = otel_injector::certs::generate(&names)
-        .expect("certs")
-        .write(dir.path())
-        .expect("write certs");
+    let (dir, certs) = super::temp_certs();
     let mut args = vec!["--kubernetes", "off"];
     args.extend_from_slice(extra);
     let mut webhook = Webhook::new(

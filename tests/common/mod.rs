@@ -213,12 +213,7 @@ impl TestServer {
     ) -> Self {
         use std::sync::Arc;
         otel_injector::tls::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
-        let certs = otel_injector::certs::generate(&names)
-            .expect("certs")
-            .write(dir.path())
-            .expect("write certs");
+        let (dir, certs) = temp_certs();
         let store = Arc::new(
             otel_injector::tls::CertStore::load(certs.cert.clone(), certs.key.clone())
                 .expect("load certs"),
@@ -298,6 +293,18 @@ impl TestServer {
             let _ = task.await;
         }
     }
+}
+
+/// A CA and a serving certificate for the webhook's Service names (as
+/// `otel-injector certs` makes them), written to a new temporary directory.
+pub fn temp_certs() -> (tempfile::TempDir, otel_injector::certs::Paths) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
+    let certs = otel_injector::certs::generate(&names)
+        .expect("certs")
+        .write(dir.path())
+        .expect("write certs");
+    (dir, certs)
 }
 
 pub fn client_for(ca: &std::path::Path) -> reqwest::Client {
