@@ -76,10 +76,15 @@ fn describe(doc: &Value, index: usize) -> String {
     }
 }
 
-/// Instrumentation resources found in the input, for `inject-python: <name>`.
+/// A cluster held in memory: Instrumentation resources (raw `spec` by
+/// namespace and name) and namespace annotations. `mutate` and `explain` fill
+/// it from the Instrumentations in their input ([`FileView::from_documents`]);
+/// [`FileView::with_instrumentation`] and
+/// [`FileView::with_namespace_annotation`] build one directly.
 #[derive(Default)]
 pub struct FileView {
     instrumentations: BTreeMap<(String, String), Value>,
+    namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl FileView {
@@ -92,20 +97,33 @@ impl FileView {
                         .as_str()
                         .is_some_and(|v| v.starts_with(instrumentation::GROUP))
                 {
-                    let ns = item["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or(default_namespace)
-                        .to_owned();
-                    let name = item["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    view.instrumentations
-                        .insert((ns, name), item["spec"].clone());
+                    view = view.with_instrumentation(
+                        item["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or(default_namespace),
+                        item["metadata"]["name"].as_str().unwrap_or_default(),
+                        item["spec"].clone(),
+                    );
                 }
             }
         }
         view
+    }
+
+    /// Adds (or replaces) Instrumentation `namespace/name` with this raw `spec`.
+    pub fn with_instrumentation(mut self, namespace: &str, name: &str, spec: Value) -> Self {
+        self.instrumentations
+            .insert((namespace.to_owned(), name.to_owned()), spec);
+        self
+    }
+
+    /// Adds an annotation to `namespace` (`from_documents` knows none).
+    pub fn with_namespace_annotation(mut self, namespace: &str, key: &str, value: &str) -> Self {
+        self.namespace_annotations
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value.to_owned());
+        self
     }
 }
 
@@ -127,14 +145,15 @@ impl ClusterView for FileView {
         ))
     }
     fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
-        self.instrumentations
-            .keys()
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, n)| n.clone())
-            .collect()
+        instrumentation::names_in(
+            namespace,
+            self.instrumentations
+                .keys()
+                .map(|(ns, name)| (ns.as_str(), name.as_str())),
+        )
     }
-    fn namespace_annotations(&self, _: &str) -> Option<BTreeMap<String, String>> {
-        None
+    fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespace_annotations.get(namespace).cloned()
     }
     fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
         None

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::*;
 use otel_injector::config::Config;
 use otel_injector::inject::{self, Outcome, Request, Settings};
-use otel_injector::policy::{self, Scope, StaticView};
+use otel_injector::policy::StaticView;
 use otel_injector::review::Reviewer;
 use serde_json::{Value, json};
 
@@ -17,31 +17,8 @@ fn settings() -> Settings {
 
 /// Runs the policy and the mutation as the webhook does, returning the patched pod.
 fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>) {
-    let config = Config::default();
-    let base = std::sync::Arc::new(Settings::from_config(&config));
-    let pod = pod(pod_json);
-    match policy::resolve(&pod, namespace, None, &config, &base, &StaticView) {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            ..
-        } => {
-            let request = Request {
-                namespace,
-                name: "",
-                container_names,
-                platform,
-                workload: None,
-            };
-            let injection = inject::inject(&pod, &settings, &request);
-            (
-                apply(pod_json, &injection.patch.to_operations()),
-                Some(injection),
-            )
-        }
-        Scope::OutOfScope { .. } | Scope::Unresolvable { .. } => (pod_json.clone(), None),
-    }
+    let admitted = admit_with(pod_json, namespace, &Config::default(), &StaticView);
+    (admitted.pod, admitted.injection)
 }
 
 #[test]

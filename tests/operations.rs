@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{free_port, http_get};
+use common::cluster::{http_get, spawn_server};
 use common::*;
 use otel_injector::config::Config;
 use serde_json::Value;
@@ -212,39 +212,9 @@ async fn certificate_rotates_under_load_without_a_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_without_a_failed_request() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
-    let certs = otel_injector::certs::generate(&names)
-        .expect("certs")
-        .write(dir.path())
-        .expect("write");
-    let (port, admin) = (free_port(), free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
-        .args([
-            "serve",
-            "--kubernetes",
-            "off",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args([
-            "--tls-cert",
-            certs.cert.to_str().expect("path"),
-            "--tls-key",
-            certs.key.to_str().expect("path"),
-        ])
-        .args(["--shutdown-delay-seconds", "1", "--drain-seconds", "5"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(admin, "/readyz").map(|(c, _)| c) != Some(200) {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let client = client_for(&certs.ca);
+    let mut server = spawn_server(&["--shutdown-delay-seconds", "1", "--drain-seconds", "5"]);
+    let (port, admin) = (server.port, server.admin_port);
+    let client = client_for(&server.certs.ca);
     let body =
         serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "drain")).expect("json");
     // Clients behave like the API server behind a Service: they stop sending
@@ -282,10 +252,7 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent_before = ok.load(Ordering::Relaxed);
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
+    server.sigterm();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match http_get(admin, "/readyz") {
@@ -306,8 +273,7 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
     for t in tasks {
         t.await.expect("client");
     }
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "clean exit after drain");
+    assert_eq!(server.wait(), Some(0), "clean exit after drain");
     assert!(
         ok.load(Ordering::Relaxed) > sent_before,
         "requests kept flowing"
@@ -321,41 +287,10 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
 
 #[tokio::test]
 async fn admin_port_reports_readiness_and_exact_metrics() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
-    let certs = otel_injector::certs::generate(&names)
-        .expect("certs")
-        .write(dir.path())
-        .expect("write");
-    let (port, admin) = (free_port(), free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
-        .args([
-            "serve",
-            "--kubernetes",
-            "off",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args([
-            "--tls-cert",
-            certs.cert.to_str().expect("path"),
-            "--tls-key",
-            certs.key.to_str().expect("path"),
-            "--shutdown-delay-seconds",
-            "0",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http_get(admin, "/readyz").map(|(c, _)| c) != Some(200) {
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut server = spawn_server(&["--shutdown-delay-seconds", "0"]);
+    let (port, admin) = (server.port, server.admin_port);
     assert_eq!(http_get(admin, "/livez").map(|(c, _)| c), Some(200));
-    let client = client_for(&certs.ca);
+    let client = client_for(&server.certs.ca);
     let seed = fixture("seed-pod.json");
     let post = |body: Value| {
         let client = client.clone();
@@ -394,8 +329,5 @@ async fn admin_port_reports_readiness_and_exact_metrics() {
         expiry > 1.8e9,
         "certificate notAfter (2030) expected, got {expiry}"
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert_eq!(server.terminate(), Some(0));
 }

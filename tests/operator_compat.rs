@@ -3,127 +3,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use k8s_openapi::api::core::v1::Pod;
 use otel_injector::config::Config;
-use otel_injector::inject::{self, Outcome, Request, Settings, Workload};
-use otel_injector::k8s::instrumentation::settings_for;
-use otel_injector::policy::{self, ClusterView, Scope};
+use otel_injector::inject::Outcome;
+use otel_injector::offline::FileView;
 use serde_json::{Value, json};
-
-/// A cluster with fixed Instrumentations and namespace annotations.
-#[derive(Default)]
-struct FakeCluster {
-    instrumentations: BTreeMap<(String, String), Value>,
-    namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-impl FakeCluster {
-    fn with(mut self, ns: &str, name: &str, spec: Value) -> Self {
-        self.instrumentations.insert((ns.into(), name.into()), spec);
-        self
-    }
-    fn annotate_namespace(mut self, ns: &str, key: &str, value: &str) -> Self {
-        self.namespace_annotations
-            .entry(ns.into())
-            .or_default()
-            .insert(key.into(), value.into());
-        self
-    }
-}
-
-impl ClusterView for FakeCluster {
-    fn instrumentation(
-        &self,
-        namespace: &str,
-        name: &str,
-        base: &Settings,
-    ) -> Option<Result<Settings, String>> {
-        let spec = self
-            .instrumentations
-            .get(&(namespace.to_owned(), name.to_owned()))?;
-        Some(settings_for(namespace, name, Some(spec), base))
-    }
-    fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
-        self.instrumentations
-            .keys()
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, n)| n.clone())
-            .collect()
-    }
-    fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
-        self.namespace_annotations.get(namespace).cloned()
-    }
-    fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
-        None
-    }
-}
-
-struct Admitted {
-    pod: Value,
-    scope: &'static str,
-    why: String,
-    warnings: Vec<String>,
-    outcome: Option<Outcome>,
-}
-
-fn admit_with(
-    pod_json: &Value,
-    namespace: &str,
-    config: &Config,
-    cluster: &FakeCluster,
-) -> Admitted {
-    let base = std::sync::Arc::new(Settings::from_config(config));
-    let p = pod(pod_json);
-    let ns_annotations = cluster.namespace_annotations(namespace);
-    match policy::resolve(
-        &p,
-        namespace,
-        ns_annotations.as_ref(),
-        config,
-        &base,
-        cluster,
-    ) {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            why,
-        } => {
-            let request = Request {
-                namespace,
-                name: "",
-                container_names,
-                platform,
-                workload: None,
-            };
-            let injection = inject::inject(&p, &settings, &request);
-            Admitted {
-                pod: apply(pod_json, &injection.patch.to_operations()),
-                scope: "inject",
-                why,
-                warnings: injection.warnings,
-                outcome: Some(injection.outcome),
-            }
-        }
-        Scope::OutOfScope { why } => Admitted {
-            pod: pod_json.clone(),
-            scope: "out",
-            why,
-            warnings: vec![],
-            outcome: None,
-        },
-        Scope::Unresolvable { why } => Admitted {
-            pod: pod_json.clone(),
-            scope: "unresolvable",
-            why,
-            warnings: vec![],
-            outcome: None,
-        },
-    }
-}
 
 fn app(env: Value, annotations: Value) -> Value {
     json!({
@@ -158,11 +42,11 @@ fn pythonpath_cases() {
             &app(env.clone(), json!({})),
             "cxtm",
             &Config::default(),
-            &FakeCluster::default(),
+            &FileView::default(),
         );
         assert_eq!(env_value(&out.pod, 0, "PYTHONPATH"), want, "env={env}");
         if want.is_none() {
-            assert!(matches!(out.outcome, Some(Outcome::Skipped { .. })));
+            assert!(matches!(out.outcome(), Some(Outcome::Skipped { .. })));
         }
     }
 }
@@ -170,7 +54,7 @@ fn pythonpath_cases() {
 #[test]
 fn every_generated_var_the_container_sets_keeps_its_value() {
     let instrumentation = json!({"propagators": ["b3"], "sampler": {"type": "always_on"}});
-    let cluster = FakeCluster::default().with("cxtm", "inst", instrumentation);
+    let cluster = FileView::default().with_instrumentation("cxtm", "inst", instrumentation);
     for name in [
         "OTEL_TRACES_EXPORTER",
         "OTEL_METRICS_EXPORTER",
@@ -205,7 +89,7 @@ fn every_generated_var_the_container_sets_keeps_its_value() {
 
 #[test]
 fn env_precedence_container_then_python_then_spec_then_generated() {
-    let cluster = FakeCluster::default().with(
+    let cluster = FileView::default().with_instrumentation(
         "cxtm",
         "inst",
         json!({
@@ -250,23 +134,23 @@ fn env_precedence_container_then_python_then_spec_then_generated() {
 
 #[test]
 fn annotation_precedence_with_namespaces() {
-    let cluster = FakeCluster::default()
-        .with(
+    let cluster = FileView::default()
+        .with_instrumentation(
             "cxtm",
             "ns-inst",
             json!({"python": {"image": "ns-image:1"}}),
         )
-        .with(
+        .with_instrumentation(
             "cxtm",
             "pod-inst",
             json!({"python": {"image": "pod-image:1"}}),
         )
-        .with(
+        .with_instrumentation(
             "shared",
             "central",
             json!({"python": {"image": "central:1"}}),
         )
-        .annotate_namespace(
+        .with_namespace_annotation(
             "cxtm",
             "instrumentation.opentelemetry.io/inject-python",
             "ns-inst",
@@ -316,9 +200,9 @@ fn annotation_precedence_with_namespaces() {
 #[test]
 fn missing_ambiguous_and_invalid_instrumentations_are_unresolvable() {
     let key = "instrumentation.opentelemetry.io/inject-python";
-    let two = FakeCluster::default()
-        .with("cxtm", "a", json!({}))
-        .with("cxtm", "b", json!({}));
+    let two = FileView::default()
+        .with_instrumentation("cxtm", "a", json!({}))
+        .with_instrumentation("cxtm", "b", json!({}));
     let out = admit_with(
         &app(json!([]), json!({key: "true"})),
         "cxtm",
@@ -332,12 +216,13 @@ fn missing_ambiguous_and_invalid_instrumentations_are_unresolvable() {
         &app(json!([]), json!({key: "nope"})),
         "cxtm",
         &Config::default(),
-        &FakeCluster::default(),
+        &FileView::default(),
     );
     assert_eq!(out.scope, "unresolvable");
     assert!(out.why.contains("cxtm/nope"), "{}", out.why);
 
-    let bad = FakeCluster::default().with("cxtm", "bad", json!({"python": {"image": 7}}));
+    let bad =
+        FileView::default().with_instrumentation("cxtm", "bad", json!({"python": {"image": 7}}));
     let out = admit_with(
         &app(json!([]), json!({key: "bad"})),
         "cxtm",
@@ -352,7 +237,7 @@ fn missing_ambiguous_and_invalid_instrumentations_are_unresolvable() {
         &app(json!([]), json!({key: "true"})),
         "elsewhere",
         &Config::default(),
-        &FakeCluster::default(),
+        &FileView::default(),
     );
     assert_eq!(out.scope, "inject", "{}", out.why);
 }
@@ -371,7 +256,7 @@ fn platforms() {
             &app(json!([]), annotations.clone()),
             "cxtm",
             &Config::default(),
-            &FakeCluster::default(),
+            &FileView::default(),
         );
         assert_eq!(
             out.pod["spec"]["initContainers"][0]["command"][2].as_str(),
@@ -397,8 +282,8 @@ fn multi_container_and_init_container_targets() {
             ]
         }
     });
-    let out = admit_with(&pod, "cxtm", &Config::default(), &FakeCluster::default());
-    assert_eq!(out.outcome, Some(Outcome::Injected));
+    let out = admit_with(&pod, "cxtm", &Config::default(), &FileView::default());
+    assert_eq!(out.outcome(), Some(&Outcome::Injected));
     assert!(env_value(&out.pod, 0, "PYTHONPATH").is_some());
     assert!(
         out.pod["spec"]["containers"][1].get("env").is_none(),
@@ -423,11 +308,11 @@ fn multi_container_and_init_container_targets() {
     );
     assert_eq!(out.pod["spec"]["volumes"].as_array().map(Vec::len), Some(1));
     assert!(
-        out.warnings
+        out.warnings()
             .iter()
             .any(|w| w.contains("\"setup\" is an init container")),
         "{:?}",
-        out.warnings
+        out.warnings()
     );
     assert_eq!(
         out.pod["metadata"]["annotations"]["otel-injector.io/containers"],

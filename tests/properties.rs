@@ -20,8 +20,8 @@ use std::sync::Arc;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use otel_injector::config::{Config, DEFAULT_IMAGE, DEFAULT_MOUNT_PATH, DEFAULT_NAME};
-use otel_injector::inject::{self, Injection, Outcome, Request, Settings};
-use otel_injector::policy::{self, Scope, StaticView};
+use otel_injector::inject::{Injection, Outcome};
+use otel_injector::policy::StaticView;
 use otel_injector::review::Reviewer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
@@ -559,31 +559,8 @@ fn build_pod(seed: &PodSeed) -> Value {
 
 /// Policy then mutation, as the webhook runs them. `Err` when the patch does not apply.
 fn admit(pod_json: &Value) -> Result<(Value, Option<Injection>), String> {
-    let config = Config::default();
-    let base = std::sync::Arc::new(Settings::from_config(&config));
-    let pod = Pod::deserialize(pod_json).map_err(|e| format!("not a pod: {e}"))?;
-    match policy::resolve(&pod, NAMESPACE, None, &config, &base, &StaticView) {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            ..
-        } => {
-            let request = Request {
-                namespace: NAMESPACE,
-                name: pod.metadata.name.as_deref().unwrap_or_default(),
-                container_names,
-                platform,
-                workload: None,
-            };
-            let injection = inject::inject(&pod, &settings, &request);
-            let mut out = pod_json.clone();
-            json_patch::patch(&mut out, &injection.patch.to_operations())
-                .map_err(|e| format!("patch does not apply: {e}; patch {:?}", injection.patch))?;
-            Ok((out, Some(injection)))
-        }
-        Scope::OutOfScope { .. } | Scope::Unresolvable { .. } => Ok((pod_json.clone(), None)),
-    }
+    try_admit(pod_json, NAMESPACE, &Config::default(), &StaticView)
+        .map(|admitted| (admitted.pod, admitted.injection))
 }
 
 fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {

@@ -14,8 +14,9 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use otel_injector::config::{Config, DEFAULT_ENDPOINT, DEFAULT_IMAGE};
-use otel_injector::inject::{Settings, Workload};
-use otel_injector::policy::{self, ClusterView, Scope};
+use otel_injector::inject::Settings;
+use otel_injector::offline::FileView;
+use otel_injector::policy::{self, Scope};
 use otel_injector::review::Reviewer;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -496,39 +497,21 @@ fn a_pods_annotations_cannot_choose_the_injected_image_command_or_env() {
 
 /// A cluster with an Instrumentation `cxtm/own` and an attacker-controlled
 /// `other/evil` that would inject its own image and endpoint.
-struct FakeCluster;
-
-impl ClusterView for FakeCluster {
-    fn instrumentation(
-        &self,
-        namespace: &str,
-        name: &str,
-        base: &Settings,
-    ) -> Option<Result<Settings, String>> {
-        let mut settings = base.clone();
-        match (namespace, name) {
-            ("cxtm", "own") => settings.image = "registry.example.com/cxtm/python:1".into(),
-            ("other", "evil") => {
-                settings.image = "evil.example.com/pwn:latest".into();
-                settings.endpoint = Some("http://evil.example.com:4318".into());
-            }
-            _ => return None,
-        }
-        Some(Ok(settings))
-    }
-    fn instrumentations_in(&self, namespace: &str) -> Vec<String> {
-        match namespace {
-            "cxtm" => vec!["own".into()],
-            "other" => vec!["evil".into()],
-            _ => Vec::new(),
-        }
-    }
-    fn namespace_annotations(&self, _: &str) -> Option<BTreeMap<String, String>> {
-        None
-    }
-    fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
-        None
-    }
+fn cluster() -> FileView {
+    FileView::default()
+        .with_instrumentation(
+            "cxtm",
+            "own",
+            json!({"python": {"image": "registry.example.com/cxtm/python:1"}}),
+        )
+        .with_instrumentation(
+            "other",
+            "evil",
+            json!({
+                "exporter": {"endpoint": "http://evil.example.com:4318"},
+                "python": {"image": "evil.example.com/pwn:latest"}
+            }),
+        )
 }
 
 fn pod_asking_for(reference: &str) -> Value {
@@ -544,7 +527,7 @@ fn cross_namespace_instrumentation_refs_are_refused_when_disallowed() {
         allow_cross_namespace_instrumentation: false,
         ..Config::default()
     };
-    let reviewer = Reviewer::new(strict.clone(), Arc::new(FakeCluster));
+    let reviewer = Reviewer::new(strict.clone(), Arc::new(cluster()));
     for reference in ["other/evil", " other/evil ", "OTHER/evil", "other/evil/x"] {
         let pod = pod_asking_for(reference);
         let (mutated, answer) = reviewed(&reviewer, &pod);
@@ -566,7 +549,7 @@ fn cross_namespace_instrumentation_refs_are_refused_when_disallowed() {
     let base = std::sync::Arc::new(Settings::from_config(&strict));
     let p: Pod = serde_json::from_value(pod_asking_for("other/evil")).expect("pod");
     assert!(matches!(
-        policy::resolve(&p, "cxtm", None, &strict, &base, &FakeCluster),
+        policy::resolve(&p, "cxtm", None, &strict, &base, &cluster()),
         Scope::Unresolvable { .. }
     ));
     // Same-namespace references still work, explicit or by "true".
@@ -582,7 +565,7 @@ fn cross_namespace_instrumentation_refs_are_refused_when_disallowed() {
         );
     }
     // What the check prevents: allowed, the other namespace's image is injected.
-    let open = Reviewer::new(Config::default(), Arc::new(FakeCluster));
+    let open = Reviewer::new(Config::default(), Arc::new(cluster()));
     let (mutated, _) = reviewed(&open, &pod_asking_for("other/evil"));
     assert_eq!(
         mutated["spec"]["initContainers"][0]["image"],

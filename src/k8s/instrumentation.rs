@@ -94,6 +94,22 @@ pub fn settings_for(
         .map_err(|e| format!("Instrumentation {namespace}/{name} has an invalid spec: {e}"))
 }
 
+/// The names of the Instrumentations in `namespace`, sorted, out of the
+/// `(namespace, name)` of every known resource: how each
+/// [`ClusterView`](crate::policy::ClusterView) answers `instrumentations_in`.
+pub fn names_in<'a>(
+    namespace: &str,
+    resources: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    let mut names: Vec<String> = resources
+        .into_iter()
+        .filter(|(ns, _)| *ns == namespace)
+        .map(|(_, name)| name.to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 fn quantities(cpu: &str, memory: &str) -> BTreeMap<String, Quantity> {
     BTreeMap::from([
         ("cpu".to_owned(), Quantity(cpu.to_owned())),
@@ -233,6 +249,19 @@ mod tests {
         assert_eq!(s.image, base.image);
         assert_eq!(s.endpoint, base.endpoint);
         assert_eq!(s.volume_size_limit.as_deref(), Some(DEFAULT_VOLUME_SIZE));
+    }
+
+    #[test]
+    fn names_in_keeps_one_namespace_sorted() {
+        let resources = [
+            ("cxtm", "b"),
+            ("other", "a"),
+            ("cxtm", "a"),
+            ("cxtm-2", "c"),
+        ];
+        assert_eq!(names_in("cxtm", resources), vec!["a", "b"]);
+        assert_eq!(names_in("other", resources), vec!["a"]);
+        assert!(names_in("none", resources).is_empty());
     }
 
     #[test]

@@ -204,14 +204,16 @@ impl ClusterView for KubeView {
         let Some(store) = self.instrumentation_store() else {
             return Vec::new();
         };
-        let mut names: Vec<String> = store
-            .state()
-            .iter()
-            .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
-            .filter_map(|o| o.metadata.name.clone())
-            .collect();
-        names.sort();
-        names
+        let objects = store.state();
+        instrumentation::names_in(
+            namespace,
+            objects.iter().filter_map(|o| {
+                Some((
+                    o.metadata.namespace.as_deref()?,
+                    o.metadata.name.as_deref()?,
+                ))
+            }),
+        )
     }
 
     fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {

@@ -1,11 +1,13 @@
 //! A real kube-apiserver on loopback (tests/control-plane/up) and the real
-//! otel-injector binary, for the end-to-end tests. Everything started here is
-//! stopped on drop, also when a test panics.
+//! otel-injector binary, for the end-to-end tests; the binary also on its own,
+//! without a cluster ([`spawn_server`]). Everything started here is stopped on
+//! drop, also when a test panics.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,6 +72,14 @@ impl ControlPlane {
             started.elapsed().as_secs_f64()
         );
         plane
+    }
+
+    /// The environment the otel-injector binary needs to reach this API server.
+    fn binary_env(&self) -> [(&str, &str); 2] {
+        [
+            ("KUBECONFIG", self.var("KUBECONFIG")),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ]
     }
 
     pub fn var(&self, key: &str) -> &str {
@@ -235,6 +245,21 @@ pub struct Webhook {
 
 impl Webhook {
     pub fn start(plane: &ControlPlane, extra: &[&str]) -> Self {
+        let mut args = vec!["--shutdown-delay-seconds", "0", "--log-format", "json"];
+        args.extend_from_slice(extra);
+        let mut webhook = Webhook::new(
+            plane.var("WEBHOOK_TLS_CERT_FILE"),
+            plane.var("WEBHOOK_TLS_KEY_FILE"),
+            &args,
+            &plane.state_dir,
+        );
+        webhook.spawn(&plane.binary_env());
+        webhook
+    }
+
+    /// `serve` on two free loopback ports with this certificate and key, then
+    /// `extra`; logging into `log_dir`. Not started yet.
+    fn new(cert: &str, key: &str, extra: &[&str], log_dir: &Path) -> Self {
         let port = free_port();
         let admin_port = free_port();
         let mut args = vec![
@@ -244,28 +269,22 @@ impl Webhook {
             "--admin-listen".into(),
             format!("127.0.0.1:{admin_port}"),
             "--tls-cert".into(),
-            plane.var("WEBHOOK_TLS_CERT_FILE").into(),
+            cert.into(),
             "--tls-key".into(),
-            plane.var("WEBHOOK_TLS_KEY_FILE").into(),
-            "--shutdown-delay-seconds".into(),
-            "0".into(),
-            "--log-format".into(),
-            "json".into(),
+            key.into(),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let log = plane.state_dir.join(format!("otel-injector-{port}.log"));
-        let mut webhook = Webhook {
+        Webhook {
             child: None,
             port,
             admin_port,
             args,
-            log,
-        };
-        webhook.spawn(plane);
-        webhook
+            log: log_dir.join(format!("otel-injector-{port}.log")),
+        }
     }
 
-    fn spawn(&mut self, plane: &ControlPlane) {
+    /// Starts the binary with `env` added and waits until it is ready.
+    fn spawn(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -273,8 +292,7 @@ impl Webhook {
             .expect("webhook log");
         let child = Command::new(env!("CARGO_BIN_EXE_otel-injector"))
             .args(&self.args)
-            .env("KUBECONFIG", plane.var("KUBECONFIG"))
-            .env("NO_PROXY", "127.0.0.1,localhost")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -315,14 +333,26 @@ impl Webhook {
         }
     }
 
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit; returns the exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        child.wait().ok().and_then(|s| s.code())
+    }
+
     /// SIGTERM and wait; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        child.wait().ok().and_then(|s| s.code())
+        self.sigterm();
+        self.wait()
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -331,13 +361,56 @@ impl Webhook {
 
     pub fn restart(&mut self, plane: &ControlPlane) {
         self.kill();
-        self.spawn(plane);
+        self.spawn(&plane.binary_env());
     }
 }
 
 impl Drop for Webhook {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The otel-injector binary serving on loopback without a cluster
+/// (`--kubernetes off`), with a CA and certificate made for it; a [`Webhook`]
+/// (stopped on drop) that also holds its certificates.
+pub struct LocalServer {
+    webhook: Webhook,
+    /// The serving certificate and key, and the CA that signed them.
+    pub certs: otel_injector::certs::Paths,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts `otel-injector serve --kubernetes off` with `extra` arguments and
+/// waits until its admin port reports ready.
+pub fn spawn_server(extra: &[&str]) -> LocalServer {
+    let (dir, certs) = super::temp_certs();
+    let mut args = vec!["--kubernetes", "off"];
+    args.extend_from_slice(extra);
+    let mut webhook = Webhook::new(
+        certs.cert.to_str().expect("cert path"),
+        certs.key.to_str().expect("key path"),
+        &args,
+        dir.path(),
+    );
+    webhook.spawn(&[]);
+    LocalServer {
+        webhook,
+        certs,
+        _dir: dir,
+    }
+}
+
+impl Deref for LocalServer {
+    type Target = Webhook;
+    fn deref(&self) -> &Webhook {
+        &self.webhook
+    }
+}
+
+impl DerefMut for LocalServer {
+    fn deref_mut(&mut self) -> &mut Webhook {
+        &mut self.webhook
     }
 }
 

@@ -1,10 +1,15 @@
-//! Shared helpers for the integration tests: fixtures, reviews, patches.
+//! Shared helpers for the integration tests: fixtures, reviews, patches,
+//! admission without the wire format.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
+use otel_injector::config::Config;
+use otel_injector::inject::{self, Injection, Outcome, Request, Settings};
+use otel_injector::policy::{self, ClusterView, Scope};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub fn fixture_path(name: &str) -> PathBuf {
@@ -73,6 +78,94 @@ pub fn apply(pod: &Value, patch: &json_patch::Patch) -> Value {
     out
 }
 
+/// What admission decided for one pod, and the pod it let through.
+pub struct Admitted {
+    /// The pod with the patch applied (as it came in when not injected).
+    pub pod: Value,
+    /// `"inject"`, `"out"` (out of scope) or `"unresolvable"`.
+    pub scope: &'static str,
+    /// The policy's reason.
+    pub why: String,
+    /// The mutation's result, when the pod was in scope.
+    pub injection: Option<Injection>,
+}
+
+impl Admitted {
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.injection.as_ref().map(|i| &i.outcome)
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        self.injection.as_ref().map_or(&[], |i| &i.warnings)
+    }
+}
+
+/// Runs the policy and the mutation as the webhook does (namespace
+/// annotations from `view`, no owner cache), without the AdmissionReview
+/// wire format. `Err` when the JSON is not a pod or the patch does not apply
+/// to it, for callers that must not panic (property tests).
+pub fn try_admit(
+    pod_json: &Value,
+    namespace: &str,
+    config: &Config,
+    view: &dyn ClusterView,
+) -> Result<Admitted, String> {
+    let base = std::sync::Arc::new(Settings::from_config(config));
+    let pod = Pod::deserialize(pod_json).map_err(|e| format!("not a pod: {e}"))?;
+    let ns_annotations = view.namespace_annotations(namespace);
+    let not_injected = |scope, why| Admitted {
+        pod: pod_json.clone(),
+        scope,
+        why,
+        injection: None,
+    };
+    match policy::resolve(
+        &pod,
+        namespace,
+        ns_annotations.as_ref(),
+        config,
+        &base,
+        view,
+    ) {
+        Scope::Inject {
+            settings,
+            container_names,
+            platform,
+            why,
+        } => {
+            let request = Request {
+                namespace,
+                name: pod.metadata.name.as_deref().unwrap_or_default(),
+                container_names,
+                platform,
+                workload: None,
+            };
+            let injection = inject::inject(&pod, &settings, &request);
+            let mut out = pod_json.clone();
+            json_patch::patch(&mut out, &injection.patch.to_operations())
+                .map_err(|e| format!("patch does not apply: {e}; patch {:?}", injection.patch))?;
+            Ok(Admitted {
+                pod: out,
+                scope: "inject",
+                why,
+                injection: Some(injection),
+            })
+        }
+        Scope::OutOfScope { why } => Ok(not_injected("out", why)),
+        Scope::Unresolvable { why } => Ok(not_injected("unresolvable", why)),
+    }
+}
+
+/// [`try_admit`], panicking on its errors.
+pub fn admit_with(
+    pod_json: &Value,
+    namespace: &str,
+    config: &Config,
+    view: &dyn ClusterView,
+) -> Admitted {
+    try_admit(pod_json, namespace, config, view).unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn env_of(pod: &Value, container: usize) -> Vec<(String, Value)> {
     pod["spec"]["containers"][container]["env"]
         .as_array()
@@ -120,12 +213,7 @@ impl TestServer {
     ) -> Self {
         use std::sync::Arc;
         otel_injector::tls::install_crypto_provider();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
-        let certs = otel_injector::certs::generate(&names)
-            .expect("certs")
-            .write(dir.path())
-            .expect("write certs");
+        let (dir, certs) = temp_certs();
         let store = Arc::new(
             otel_injector::tls::CertStore::load(certs.cert.clone(), certs.key.clone())
                 .expect("load certs"),
@@ -205,6 +293,18 @@ impl TestServer {
             let _ = task.await;
         }
     }
+}
+
+/// A CA and a serving certificate for the webhook's Service names (as
+/// `otel-injector certs` makes them), written to a new temporary directory.
+pub fn temp_certs() -> (tempfile::TempDir, otel_injector::certs::Paths) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = otel_injector::certs::service_names("otel-injector", "otel-injector");
+    let certs = otel_injector::certs::generate(&names)
+        .expect("certs")
+        .write(dir.path())
+        .expect("write certs");
+    (dir, certs)
 }
 
 pub fn client_for(ca: &std::path::Path) -> reqwest::Client {
