@@ -130,6 +130,10 @@ impl Visit for JsonFields<'_, '_> {
 /// written whole, which is every field of a normal decision line.
 fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
+    if !crate::inject::patch::needs_escaping(s) {
+        w.write_str(s)?;
+        return w.write_char('"');
+    }
     let mut plain_from = 0;
     for (i, byte) in s.bytes().enumerate() {
         let escaped = match byte {

@@ -146,13 +146,17 @@ impl PatchBuilder {
         }
         self.ops += 1;
         self.json.extend_from_slice(br#"{"op":"add","path":"#);
-        if suffix.is_empty() {
-            write_json_str(&mut self.json, path);
-        } else {
+        if needs_escaping(path) {
             let mut joined = String::with_capacity(path.len() + suffix.len());
             joined.push_str(path);
             joined.push_str(suffix);
             write_json_str(&mut self.json, &joined);
+        } else {
+            // The suffix is `/-` or empty: nothing to escape there either.
+            self.json.push(b'"');
+            self.json.extend_from_slice(path.as_bytes());
+            self.json.extend_from_slice(suffix.as_bytes());
+            self.json.push(b'"');
         }
         self.json.extend_from_slice(br#","value":"#);
     }
@@ -184,10 +188,18 @@ impl PatchBuilder {
     }
 }
 
+/// Whether `s` has a byte JSON must escape. A fold rather than `any`: without
+/// the early exit the compiler vectorizes it, and almost nothing needs escaping.
+pub(crate) fn needs_escaping(s: &str) -> bool {
+    s.bytes().fold(false, |found, b| {
+        found | (b == b'"') | (b == b'\\') | (b < 0x20)
+    })
+}
+
 /// `s` as a JSON string: copied as is when nothing in it needs escaping
 /// (every generated name and value), else escaped by serde_json.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    if needs_escaping(s) {
         // Writing a &str into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     } else {
