@@ -10,6 +10,8 @@
 //! No retries: a pod the API server refuses is counted as an error (with a
 //! sample of the answer). After the creates, one LIST by that label counts
 //! the stored pods and those with the init container exactly once.
+//! With `--seconds S`, workers stop taking new pods after S seconds (for a
+//! profile of a fixed length); `--count` still bounds the total.
 //!
 //! HTTP/1.1 (reqwest without its http2 feature), one connection per
 //! worker, bearer token from `$APISERVER_TOKEN`, the cluster CA from `--ca`.
@@ -22,7 +24,7 @@
 //! ```text
 //! APISERVER_TOKEN=... apiserver_load --url https://127.0.0.1:P --ca ca.crt
 //!     --namespace cxtm --pod tests/fixtures/seed-pod.json --prefix b-r1
-//!     [--count 1000] [--concurrency 32]
+//!     [--count 1000] [--concurrency 32] [--seconds S]
 //!     [--init-container opentelemetry-auto-instrumentation-python]
 //! ```
 
@@ -42,6 +44,7 @@ struct Args {
     prefix: String,
     count: usize,
     concurrency: usize,
+    seconds: Option<f64>,
     init_container: String,
 }
 
@@ -56,6 +59,7 @@ fn args() -> Option<Args> {
     let mut prefix = "bench".to_owned();
     let mut count = 1000;
     let mut concurrency = 32;
+    let mut seconds = None;
     let mut init_container = "opentelemetry-auto-instrumentation-python".to_owned();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -73,6 +77,14 @@ fn args() -> Option<Args> {
                     .filter(|&n| n > 0)
                     .expect("--concurrency N (> 0)")
             }
+            "--seconds" => {
+                seconds = Some(
+                    it.next()
+                        .and_then(|n| n.parse::<f64>().ok())
+                        .filter(|&n| n > 0.0)
+                        .expect("--seconds S (> 0)"),
+                )
+            }
             "--init-container" => init_container = it.next().expect("--init-container NAME"),
             // `cargo bench` passes --bench (and maybe a filter): ignored.
             _ => {}
@@ -86,6 +98,7 @@ fn args() -> Option<Args> {
         prefix,
         count,
         concurrency,
+        seconds,
         init_container,
     })
 }
@@ -181,11 +194,12 @@ async fn run(args: Args, token: String, ca: Vec<u8>, template: Value) -> Value {
         let prefix = args.prefix.clone();
         let init = args.init_container.clone();
         let count = args.count;
+        let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s));
         workers.push(tokio::spawn(async move {
             let mut out = WorkerResult::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
+                if i >= count || deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
                 let mut pod = template.clone();
