@@ -262,12 +262,7 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
                     workload,
                     &pythonpath_prefix,
                 );
-                let env_path = path("env");
-                let mut has_env = container.env.is_some();
-                for var in &generated {
-                    patch.append_env(&env_path, has_env, var);
-                    has_env = true;
-                }
+                patch.add_env(&path("env"), container.env.is_some(), &generated);
                 let (wrapped, reason) = match plan.wrap {
                     Wrap::Wrapped(new_command) => {
                         patch.add(&path("command"), &new_command);

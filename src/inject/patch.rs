@@ -113,22 +113,46 @@ impl PatchBuilder {
         self.json.push(b'}');
     }
 
-    /// Appends an env var; a plain `name`/`value` one (all the generated
-    /// ones) is written directly, as k8s-openapi would serialize it.
-    pub fn append_env(&mut self, path: &str, exists: bool, var: &EnvVar) {
-        match (&var.value_from, exists) {
-            (None, true) => {
-                self.begin_with(path, "/-");
-                self.json.extend_from_slice(br#"{"name":"#);
-                write_json_str(&mut self.json, &var.name);
-                if let Some(value) = &var.value {
-                    self.json.extend_from_slice(br#","value":"#);
-                    write_json_str(&mut self.json, value);
-                }
-                self.json.extend_from_slice(b"}}");
-            }
-            _ => self.append(path, exists, var),
+    /// Adds env vars to the container env at `path`: one `add` of the whole
+    /// list when the container has no env (each op costs the API server a
+    /// pass over the pod when it applies the patch), else one append per var.
+    /// Plain `name`/`value` vars (all the generated ones) are written
+    /// directly, as k8s-openapi would serialize them.
+    pub fn add_env(&mut self, path: &str, exists: bool, vars: &[EnvVar]) {
+        if vars.is_empty() {
+            return;
         }
+        if exists {
+            for var in vars {
+                self.begin_with(path, "/-");
+                self.env_var(var);
+                self.json.push(b'}');
+            }
+        } else {
+            self.begin(path);
+            self.json.push(b'[');
+            for (i, var) in vars.iter().enumerate() {
+                if i > 0 {
+                    self.json.push(b',');
+                }
+                self.env_var(var);
+            }
+            self.json.extend_from_slice(b"]}");
+        }
+    }
+
+    fn env_var(&mut self, var: &EnvVar) {
+        if var.value_from.is_some() {
+            self.value(var);
+            return;
+        }
+        self.json.extend_from_slice(br#"{"name":"#);
+        write_json_str(&mut self.json, &var.name);
+        if let Some(value) = &var.value {
+            self.json.extend_from_slice(br#","value":"#);
+            write_json_str(&mut self.json, value);
+        }
+        self.json.push(b'}');
     }
 
     /// An `add` of a JSON object with these string members, in order.
@@ -250,10 +274,19 @@ mod tests {
             value: Some("line\nbreak ✓".into()),
             value_from: None,
         };
+        let from = EnvVar {
+            name: "F".into(),
+            value: None,
+            value_from: Some(Default::default()),
+        };
+        let vars = [plain.clone(), from.clone()];
         let mut direct = PatchBuilder::default();
-        direct.append_env("/e", true, &plain);
+        direct.add_env("/e", true, &vars);
+        direct.add_env("/f", false, &vars);
         let mut generic = PatchBuilder::default();
         generic.append("/e", true, &plain);
+        generic.append("/e", true, &from);
+        generic.add("/f", &vars);
         assert_eq!(direct.build(), generic.build(), "same bytes as serde");
         let ops = patch.to_operations();
         assert_eq!(ops.0.len(), 4);
