@@ -126,36 +126,18 @@ impl Visit for JsonFields<'_, '_> {
     }
 }
 
-/// `s` as a JSON string. Runs of characters that need no escaping are
-/// written whole, which is every field of a normal decision line.
+/// `s` as a JSON string: written as is when nothing in it needs escaping
+/// (every field of a normal decision line), else escaped by serde_json, the
+/// same escaper the patch uses.
 fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
-    w.write_char('"')?;
-    if !crate::inject::patch::needs_escaping(s) {
+    if crate::inject::patch::needs_escaping(s) {
+        // Serializing a &str cannot fail.
+        w.write_str(&serde_json::to_string(s).unwrap_or_default())
+    } else {
+        w.write_char('"')?;
         w.write_str(s)?;
-        return w.write_char('"');
+        w.write_char('"')
     }
-    let mut plain_from = 0;
-    for (i, byte) in s.bytes().enumerate() {
-        let escaped = match byte {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        // Splitting before an ASCII byte always lands on a char boundary.
-        w.write_str(&s[plain_from..i])?;
-        if escaped.is_empty() {
-            write!(w, "\\u{byte:04x}")?;
-        } else {
-            w.write_str(escaped)?;
-        }
-        plain_from = i + 1;
-    }
-    w.write_str(&s[plain_from..])?;
-    w.write_char('"')
 }
 
 #[cfg(test)]
