@@ -19,16 +19,6 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `OTEL_INJECTOR_SKIP_E2E=1` skips the end-to-end tests for a quick local
-/// loop; CI never sets it.
-pub fn skip_e2e() -> bool {
-    if std::env::var("OTEL_INJECTOR_SKIP_E2E").is_ok_and(|v| v == "1") {
-        eprintln!("OTEL_INJECTOR_SKIP_E2E=1: end-to-end test skipped");
-        return true;
-    }
-    false
-}
-
 pub struct ControlPlane {
     pub env: HashMap<String, String>,
     pub state_dir: PathBuf,
