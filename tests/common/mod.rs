@@ -317,3 +317,4 @@ pub fn client_for(ca: &std::path::Path) -> reqwest::Client {
         .expect("client")
 }
 pub mod cluster;
+pub mod otlp;
