@@ -317,4 +317,5 @@ pub fn client_for(ca: &std::path::Path) -> reqwest::Client {
         .expect("client")
 }
 pub mod cluster;
+pub mod node;
 pub mod otlp;
