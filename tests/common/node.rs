@@ -36,6 +36,7 @@ impl Node {
         };
         let output = Command::new(repo().join("tests/node/up"))
             .env("STATE_DIR", &plane.state_dir)
+            .env("NODE_OWNER_PID", std::process::id().to_string())
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/node/up");
