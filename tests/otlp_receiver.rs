@@ -520,7 +520,8 @@ fn run_python_exporter(site: &Path, receiver: &OtlpReceiver, service: &str, comp
 }
 
 /// The SDK and exporter, installed once with pip into
-/// `$HOME/.cache/otel-injector/otlp-test-python/<versions>` and reused.
+/// `${OTEL_INJECTOR_CACHE:-$HOME/.cache/otel-injector}/otlp-test-python/<versions>`
+/// and reused.
 fn python_packages() -> PathBuf {
     let version = Command::new("python3")
         .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
@@ -531,9 +532,11 @@ fn python_packages() -> PathBuf {
         "otel-{OTEL_PYTHON}-py{}",
         String::from_utf8_lossy(&version.stdout).trim()
     );
-    let cache = std::env::var_os("HOME")
-        .map_or_else(std::env::temp_dir, PathBuf::from)
-        .join(".cache/otel-injector/otlp-test-python");
+    let cache = std::env::var_os("OTEL_INJECTOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/otel-injector")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("otlp-test-python");
     let target = cache.join(&key);
     if target.is_dir() {
         return target;
