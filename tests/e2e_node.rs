@@ -468,18 +468,28 @@ fn webhook_down_during_rollout(cluster: &mut Cluster, app: &App) {
 }
 
 /// Item 5 of the issue, measured (never asserted): pod create → Ready with
-/// and without injection, the init container's share, and Ready → first span.
-/// `NODE_TIMING_RUNS` (default 3) pods of each kind, one at a time.
+/// and without injection, split into create → init done → app container
+/// started → Ready, and Ready → first span. `NODE_TIMING_RUNS` (default 3)
+/// pods of each kind, one at a time; medians printed.
 fn timings(cluster: &Cluster) {
     let runs: usize = std::env::var("NODE_TIMING_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     let watch = PodWatch::start(&cluster.plane, "cxtm");
-    let mut plain = Vec::new();
-    let mut injected = Vec::new();
-    let mut init = Vec::new();
-    let mut first_span = Vec::new();
+    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
+        ("plain: create -> app started", vec![]),
+        ("plain: app started -> Ready", vec![]),
+        ("plain: create -> Ready", vec![]),
+        ("injected: create -> init container done", vec![]),
+        ("injected: init done -> app started", vec![]),
+        ("injected: app started -> Ready", vec![]),
+        ("injected: create -> Ready", vec![]),
+        (
+            "injected: Ready -> first span (first request sent at Ready)",
+            vec![],
+        ),
+    ];
     for run in 0..runs {
         for inject in [false, true] {
             let name = format!("timing-{}-{run}", if inject { "injected" } else { "plain" });
@@ -487,32 +497,39 @@ fn timings(cluster: &Cluster) {
             if !inject {
                 app = app.pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
             }
-            let applied = Instant::now();
             cluster.apply(&app.deployment());
             let pod = rollout(&cluster.plane, "cxtm", &name);
-            let times = eventually(
+            let t = eventually(
                 "the watch saw the pod Ready",
                 Duration::from_secs(10),
                 || {
                     let t = watch.get(&pod_name(&pod));
-                    t.ready.map(|r| (t, r))
+                    (t.created.is_some() && t.started.is_some() && t.ready.is_some()).then_some(t)
                 },
             );
-            let (times, ready) = times;
-            let created = times.created.unwrap_or(applied);
+            let (created, started, ready) = (
+                t.created.expect("created"),
+                t.started.expect("started"),
+                t.ready.expect("ready"),
+            );
             if inject {
-                injected.push(ready - created);
-                if let Some(done) = times.init_done {
-                    init.push(done - created);
-                }
+                let init_done = t
+                    .init_done
+                    .expect("the watch saw the init container complete");
+                rows[3].1.push(init_done - created);
+                rows[4].1.push(started.saturating_duration_since(init_done));
+                rows[5].1.push(ready.saturating_duration_since(started));
+                rows[6].1.push(ready - created);
                 let id = format!("{name}-first");
                 drive_logstream(&app, std::slice::from_ref(&id));
                 cluster.receiver.wait_for("the first span", TELEMETRY, |r| {
                     (!spans_for(r, &id).is_empty()).then_some(())
                 });
-                first_span.push(ready.elapsed());
+                rows[7].1.push(ready.elapsed());
             } else {
-                plain.push(ready - created);
+                rows[0].1.push(started - created);
+                rows[1].1.push(ready.saturating_duration_since(started));
+                rows[2].1.push(ready - created);
             }
             cluster.plane.kubectl(
                 &["delete", "deployment", "-n", "cxtm", &name, "--wait=false"],
@@ -520,11 +537,8 @@ fn timings(cluster: &Cluster) {
             );
         }
     }
-    eprintln!(
-        "timings over {runs} run(s), medians: create->Ready plain {:?}, injected {:?}; init container done after {:?}; Ready->first span {:?} (includes the test's first request)",
-        median(plain),
-        median(injected),
-        median(init),
-        median(first_span)
-    );
+    eprintln!("timings, medians of {runs} pod(s) each (ms):");
+    for (what, xs) in rows {
+        eprintln!("  {what:<62} {:>6}", median(xs).as_millis());
+    }
 }

@@ -250,6 +250,8 @@ pub fn newest_pod(plane: &ControlPlane, namespace: &str, name: &str) -> Option<V
 pub struct PodTimes {
     pub created: Option<Instant>,
     pub init_done: Option<Instant>,
+    /// The app container is running (kubelet started it).
+    pub started: Option<Instant>,
     pub ready: Option<Instant>,
 }
 
@@ -262,7 +264,7 @@ pub struct PodWatch {
 
 impl PodWatch {
     pub fn start(plane: &ControlPlane, namespace: &str) -> PodWatch {
-        let template = "{.metadata.name} init={.status.initContainerStatuses[*].state.terminated.reason} ready={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}";
+        let template = "{.metadata.name} init={.status.initContainerStatuses[*].state.terminated.reason} started={.status.containerStatuses[*].started} ready={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}";
         let mut child = Command::new(plane.var("KUBECTL"))
             .env("KUBECONFIG", plane.var("KUBECONFIG"))
             .args(["get", "pods", "-n", namespace, "--watch", "-o"])
@@ -285,6 +287,9 @@ impl PodWatch {
                 for f in fields {
                     if f == "init=Completed" {
                         t.init_done.get_or_insert(now);
+                    }
+                    if f == "started=true" {
+                        t.started.get_or_insert(now);
                     }
                     if f == "ready=True" {
                         t.ready.get_or_insert(now);
