@@ -312,17 +312,187 @@ pub async fn verify(
             false,
         ));
     }
-    let results: Vec<(String, Vec<Check>)> = found
-        .iter()
-        .map(|pod| {
-            (
-                format!(
-                    "Pod {namespace}/{}",
-                    pod.metadata.name.as_deref().unwrap_or("?")
-                ),
-                check_pod(pod, config),
-            )
-        })
-        .collect();
+    let mut results: Vec<(String, Vec<Check>)> = Vec::with_capacity(found.len());
+    for pod in &found {
+        let mut checks = check_pod(pod, config);
+        checks.extend(check_inside(&pods, pod, config).await);
+        let title = format!(
+            "Pod {namespace}/{}",
+            pod.metadata.name.as_deref().unwrap_or("?")
+        );
+        results.push((title, checks));
+    }
     Ok(render(&results))
+}
+
+/// What the app container's own Python reports about the instrumentation,
+/// run with `-S` so that `sitecustomize` does not instrument (and export from)
+/// the probe itself. argv[1] is the mount path.
+const PROBE: &str = r#"
+import json, os, sys
+m = sys.argv[1]
+r = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable}
+r["copied"] = os.path.isfile(m + "/opentelemetry/instrumentation/auto_instrumentation/sitecustomize.py")
+try:
+    import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter
+    r["loads"] = "ok"
+except BaseException as e:
+    r["loads"] = "%s: %s" % (type(e).__name__, e)
+print(json.dumps(r))
+"#;
+
+/// The probe's answer.
+#[derive(Debug, serde::Deserialize)]
+struct Probe {
+    python: String,
+    executable: String,
+    copied: bool,
+    loads: String,
+}
+
+/// Interpreters to try, the container's own first (the command wrapper runs
+/// that one, and an image may have no `python3`).
+fn interpreters(container: &Container) -> Vec<String> {
+    let own = container
+        .command
+        .iter()
+        .flatten()
+        .next()
+        .filter(|c| crate::inject::command::is_python_interpreter(c))
+        .cloned();
+    own.into_iter()
+        .chain(["python3".to_owned(), "python".to_owned()])
+        .fold(Vec::new(), |mut all, i| {
+            if !all.contains(&i) {
+                all.push(i);
+            }
+            all
+        })
+}
+
+/// Runs `command` in the container; `Ok(stdout)` when it exits 0.
+async fn exec(
+    pods: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    command: Vec<String>,
+) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let params = kube::api::AttachParams::default()
+        .container(container)
+        .stdout(true)
+        .stderr(true);
+    let mut process = pods
+        .exec(pod, command, &params)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut err = String::new();
+    let (mut stdout, mut stderr) = (process.stdout(), process.stderr());
+    let status = process.take_status();
+    let read_out = async {
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_string(&mut out).await;
+        }
+    };
+    let read_err = async {
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_string(&mut err).await;
+        }
+    };
+    tokio::join!(read_out, read_err);
+    let status = match status {
+        Some(s) => s.await,
+        None => None,
+    };
+    let _ = process.join().await;
+    match status {
+        Some(s) if s.status.as_deref() == Some("Success") => Ok(out),
+        Some(s) => Err(format!(
+            "{}{}",
+            s.message.unwrap_or_default(),
+            if err.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", err.trim())
+            }
+        )),
+        None => Err(format!("no exit status ({})", err.trim())),
+    }
+}
+
+/// Checks inside the running app container, through exec: the instrumentation
+/// was copied into the volume, and the container's own Python can load it.
+/// Names the cause when it cannot: no interpreter, the Python version, or a
+/// missing copy. Nothing when the container is not running; a `Pending`
+/// check when exec itself is not allowed.
+pub async fn check_inside(pods: &Api<Pod>, pod: &Pod, config: &Config) -> Vec<Check> {
+    let Some(container) = target(pod, config) else {
+        return Vec::new();
+    };
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == container.name))
+        .is_some_and(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()));
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    if !running || env(container, "PYTHONPATH").is_none() {
+        return Vec::new();
+    }
+    let label = |what: &str| format!("{what} in container {} (exec)", container.name);
+    let mut tried = Vec::new();
+    for interpreter in interpreters(container) {
+        let command = vec![
+            interpreter.clone(),
+            "-S".into(),
+            "-c".into(),
+            PROBE.into(),
+            config.mount_path.clone(),
+        ];
+        match exec(pods, name, &container.name, command).await {
+            Ok(out) => {
+                let Ok(probe) = serde_json::from_str::<Probe>(out.trim()) else {
+                    tried.push(format!("{interpreter}: unexpected answer {out:?}"));
+                    continue;
+                };
+                return vec![
+                    check(
+                        label("instrumentation copied into the volume"),
+                        probe.copied,
+                        if probe.copied {
+                            format!("{}/…/sitecustomize.py present", config.mount_path)
+                        } else {
+                            format!("{} holds no sitecustomize.py", config.mount_path)
+                        },
+                        "the init container's copy did not land: read its log (kubectl logs <pod> -c <init container>); a permission error means the volume or securityContext",
+                    ),
+                    check(
+                        label("the app's Python loads the instrumentation"),
+                        probe.loads == "ok",
+                        format!(
+                            "Python {} ({}): {}",
+                            probe.python, probe.executable, probe.loads
+                        ),
+                        "the auto-instrumentation image must match the app's CPython minor version (and glibc vs musl: otel-python-platform); the app runs uninstrumented until it does",
+                    ),
+                ];
+            }
+            Err(e) if e.contains("Forbidden") || e.contains("forbidden") => {
+                return vec![Check {
+                    what: label("inside the container"),
+                    status: Status::Pending,
+                    detail: format!("exec not allowed: {e}"),
+                    fix: None,
+                }];
+            }
+            Err(e) => tried.push(format!("{interpreter}: {e}")),
+        }
+    }
+    vec![check(
+        label("a Python interpreter"),
+        false,
+        format!("none ran: {}", tried.join("; ")),
+        "the container has no python3/python on PATH for the wrapper and sitecustomize: set commandWrapper.interpreter or fix the image",
+    )]
 }

@@ -385,6 +385,13 @@ fn verify_live_pods(cluster: &Cluster, uninstrumented_pod: &str) {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(text.contains("verdict: instrumented"), "{text}");
+    // The checks inside the running container really ran, through exec.
+    for line in [
+        "[ok]      instrumentation copied into the volume in container cxtm-logstream (exec)",
+        "[ok]      the app's Python loads the instrumentation in container cxtm-logstream (exec): Python 3.11",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
 
     let bad = run(&["-n", "cxtm", "--pod", uninstrumented_pod]);
     let text = String::from_utf8_lossy(&bad.stdout);
@@ -486,7 +493,7 @@ fn timings(cluster: &Cluster) {
         ("injected: app started -> Ready", vec![]),
         ("injected: create -> Ready", vec![]),
         (
-            "injected: Ready -> first span (first request sent at Ready)",
+            "injected: Ready -> first span (request sent once rollout says Ready)",
             vec![],
         ),
     ];
