@@ -14,6 +14,8 @@ use crate::review::Decision;
 /// At most one Event per (namespace, owner, reason) in this window.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(300);
 const MAX_KEYS: usize = 10_000;
+/// `events.k8s.io/v1` Events refuse a longer `note`.
+const MAX_NOTE_BYTES: usize = 1000;
 
 /// Lets one event per key through per interval; memory bounded by pruning.
 #[derive(Debug)]
@@ -68,36 +70,14 @@ impl EventSink {
     /// Publishes, in the background, an Event about a pod that was not
     /// instrumented, on its owner (or its namespace when it has none).
     pub fn pod_not_instrumented(self: &std::sync::Arc<Self>, decision: &Decision) {
-        let reference = match &decision.owner {
-            Some(owner) => ObjectReference {
-                api_version: Some(owner.api_version.clone()),
-                kind: Some(owner.kind.clone()),
-                name: Some(owner.name.clone()),
-                namespace: Some(decision.namespace.clone()),
-                uid: Some(owner.uid.clone()),
-                ..Default::default()
-            },
-            None => ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Namespace".into()),
-                name: Some(decision.namespace.clone()),
-                // Recorded in the namespace itself, where `kubectl get events -n` shows it.
-                namespace: Some(decision.namespace.clone()),
-                ..Default::default()
-            },
-        };
-        let key = format!(
-            "{}/{}/{}/{}",
-            decision.namespace,
-            reference.kind.as_deref().unwrap_or_default(),
-            reference.name.as_deref().unwrap_or_default(),
-            decision.reason
-        );
-        if !self.limiter.admit(&key, Instant::now()) {
+        let reference = regarding(decision);
+        if !self
+            .limiter
+            .admit(&limiter_key(decision, &reference), Instant::now())
+        {
             return;
         }
-        let mut note = format!("pod {} not instrumented: {}", decision.pod, decision.reason);
-        note.truncate(1000);
+        let note = event_note(&decision.pod, &decision.reason);
         let event = Event {
             type_: EventType::Warning,
             reason: "InstrumentationSkipped".into(),
@@ -114,9 +94,72 @@ impl EventSink {
     }
 }
 
+/// The object the Event is about: the pod's owner, or its namespace when it
+/// has none (the pod itself does not exist yet).
+fn regarding(decision: &Decision) -> ObjectReference {
+    match &decision.owner {
+        Some(owner) => ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(decision.namespace.clone()),
+            uid: Some(owner.uid.clone()),
+            ..Default::default()
+        },
+        None => ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(decision.namespace.clone()),
+            // Recorded in the namespace itself, where `kubectl get events -n` shows it.
+            namespace: Some(decision.namespace.clone()),
+            ..Default::default()
+        },
+    }
+}
+
+fn limiter_key(decision: &Decision, reference: &ObjectReference) -> String {
+    format!(
+        "{}/{}/{}/{}",
+        decision.namespace,
+        reference.kind.as_deref().unwrap_or_default(),
+        reference.name.as_deref().unwrap_or_default(),
+        decision.reason
+    )
+}
+
+/// The Event's note: `events.k8s.io/v1` refuses a note over 1 kB.
+fn event_note(pod: &str, reason: &str) -> String {
+    let mut note = format!("pod {pod} not instrumented: {reason}");
+    if note.len() > MAX_NOTE_BYTES {
+        // `truncate` panics inside a multi-byte character, and the reason
+        // quotes pod values: cut at the last boundary before the limit.
+        let cut = (0..=MAX_NOTE_BYTES)
+            .rev()
+            .find(|i| note.is_char_boundary(*i))
+            .unwrap_or(0);
+        note.truncate(cut);
+    }
+    note
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_non_ascii_reason_is_cut_at_a_character_boundary() {
+        // The reason quotes the pod's own inject-python value.
+        let value = "é".repeat(2000);
+        let note = event_note("app-", &format!("inject-python={value} does not exist"));
+        assert!(note.len() <= MAX_NOTE_BYTES, "{}", note.len());
+        assert!(note.starts_with("pod app- not instrumented: inject-python=é"));
+        // Every byte offset of the prefix shifts the cut: none may panic.
+        for pad in 0..4 {
+            let pod = "p".repeat(pad);
+            let note = event_note(&pod, &"€".repeat(500));
+            assert!(note.len() <= MAX_NOTE_BYTES && note.len() > MAX_NOTE_BYTES - 4);
+        }
+    }
 
     #[test]
     fn a_crash_looping_owner_gets_one_event_per_interval() {
