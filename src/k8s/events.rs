@@ -1,7 +1,7 @@
 //! Kubernetes Events for skips that need attention, rate-limited so a
 //! crash-looping ReplicaSet cannot flood the API server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,42 +11,71 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::review::Decision;
 
-/// At most one Event per (namespace, owner, reason) in this window.
+/// At most one Event per (namespace, owner, outcome) in this window.
 pub const EVENT_INTERVAL: Duration = Duration::from_secs(300);
+/// Owners remembered at once; past it the oldest is forgotten (it may then
+/// get a second Event within the interval, which is the lesser harm).
 const MAX_KEYS: usize = 10_000;
 /// `events.k8s.io/v1` Events refuse a longer `note`.
 const MAX_NOTE_BYTES: usize = 1000;
 
-/// Lets one event per key through per interval; memory bounded by pruning.
+/// Lets one event per key through per interval, with a fixed bound on the
+/// keys it remembers and O(1) work per call (amortized).
 #[derive(Debug)]
 pub struct RateLimiter {
-    last: Mutex<HashMap<String, Instant>>,
+    state: Mutex<LimiterState>,
     interval: Duration,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    last: HashMap<String, Instant>,
+    /// The keys of `last` in the order they were recorded, which is also
+    /// the order they expire in (one interval for all).
+    order: VecDeque<(Instant, String)>,
 }
 
 impl RateLimiter {
     pub fn new(interval: Duration) -> Self {
         RateLimiter {
-            last: Mutex::new(HashMap::new()),
+            state: Mutex::new(LimiterState::default()),
             interval,
         }
     }
 
     /// True when an event for `key` may be sent at `now` (and records it).
     pub fn admit(&self, key: &str, now: Instant) -> bool {
-        let Ok(mut last) = self.last.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        if last.len() > MAX_KEYS {
-            last.retain(|_, t| now.duration_since(*t) < self.interval);
-        }
-        match last.get(key) {
-            Some(t) if now.duration_since(*t) < self.interval => false,
-            _ => {
-                last.insert(key.to_owned(), now);
-                true
+        let LimiterState { last, order } = &mut *state;
+        // Drop what has expired from the front only: no scan of the rest.
+        while let Some((recorded, _)) = order.front() {
+            if now.saturating_duration_since(*recorded) < self.interval {
+                break;
+            }
+            if let Some((recorded, old)) = order.pop_front()
+                && last.get(&old) == Some(&recorded)
+            {
+                last.remove(&old);
             }
         }
+        if last.contains_key(key) {
+            return false;
+        }
+        if last.len() >= MAX_KEYS
+            && let Some((_, oldest)) = order.pop_front()
+        {
+            last.remove(&oldest);
+        }
+        last.insert(key.to_owned(), now);
+        order.push_back((now, key.to_owned()));
+        true
+    }
+
+    /// Keys remembered now.
+    fn len(&self) -> usize {
+        self.state.lock().map_or(0, |s| s.last.len())
     }
 }
 
@@ -117,13 +146,15 @@ fn regarding(decision: &Decision) -> ObjectReference {
     }
 }
 
+/// One Event per owner and outcome: the reason is free text that quotes pod
+/// values, so keying on it would let every pod add a key.
 fn limiter_key(decision: &Decision, reference: &ObjectReference) -> String {
     format!(
         "{}/{}/{}/{}",
         decision.namespace,
         reference.kind.as_deref().unwrap_or_default(),
         reference.name.as_deref().unwrap_or_default(),
-        decision.reason
+        decision.outcome
     )
 }
 
@@ -145,6 +176,7 @@ fn event_note(pod: &str, reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     #[test]
     fn a_long_non_ascii_reason_is_cut_at_a_character_boundary() {
@@ -180,12 +212,53 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded() {
-        let limiter = RateLimiter::new(Duration::from_millis(1));
+    fn memory_stays_bounded_within_the_interval() {
+        // Keys all alive at once (the old test used a 1 ms interval, so they
+        // had all expired and pruning found something to drop).
+        let limiter = RateLimiter::new(Duration::from_secs(300));
         let t0 = Instant::now();
         for i in 0..(MAX_KEYS * 3) {
             limiter.admit(&format!("k{i}"), t0 + Duration::from_millis(i as u64));
         }
-        assert!(limiter.last.lock().map(|m| m.len()).unwrap_or(usize::MAX) <= MAX_KEYS + 1);
+        assert!(limiter.len() <= MAX_KEYS, "{} keys", limiter.len());
+        assert!(
+            limiter.admit("k0", t0 + Duration::from_secs(1)),
+            "the oldest key was forgotten to make room"
+        );
+    }
+
+    #[test]
+    fn the_free_text_reason_is_not_part_of_the_key() {
+        // One owner, a new reason each time (reasons quote pod values), so
+        // distinct keys would grow without bound.
+        let limiter = RateLimiter::new(Duration::from_secs(300));
+        let t0 = Instant::now();
+        let sent = (0..100)
+            .filter(|i| {
+                let decision = Decision {
+                    uid: format!("u{i}"),
+                    namespace: "cxtm".into(),
+                    pod: "app-".into(),
+                    outcome: "error",
+                    reason: format!("Instrumentation cxtm/x{i} does not exist"),
+                    containers: Vec::new(),
+                    patch_ops: 0,
+                    patch_bytes: 0,
+                    warnings: Vec::new(),
+                    dry_run: false,
+                    owner: Some(OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: "ReplicaSet".into(),
+                        name: "app-5d8f".into(),
+                        uid: "rs-uid".into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }),
+                };
+                let key = limiter_key(&decision, &regarding(&decision));
+                limiter.admit(&key, t0 + Duration::from_secs(*i))
+            })
+            .count();
+        assert_eq!(sent, 1);
     }
 }
