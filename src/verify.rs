@@ -5,7 +5,9 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::{Api, ListParams};
+use kube::core::Selector;
 
 use crate::config::Config;
 use crate::inject::{OPERATOR_INIT_CONTAINER, REASON_ANNOTATION, STATUS_ANNOTATION};
@@ -266,6 +268,19 @@ pub fn render(results: &[(String, Vec<Check>)]) -> (String, bool) {
     (out, ok)
 }
 
+/// The label selector that lists a Deployment's pods: `matchLabels` and
+/// `matchExpressions` both, as the Deployment controller reads it. An empty
+/// selector is refused rather than listing every pod in the namespace.
+fn pod_selector(deployment: &str, selector: Option<LabelSelector>) -> anyhow::Result<String> {
+    let selector = selector.unwrap_or_default();
+    let parsed = Selector::try_from(selector)
+        .map_err(|e| anyhow::anyhow!("deployment {deployment}: spec.selector: {e}"))?;
+    if parsed.selects_all() {
+        anyhow::bail!("deployment {deployment}: spec.selector is empty; name a pod with --pod");
+    }
+    Ok(parsed.to_string())
+}
+
 pub enum Target {
     Pod(String),
     Deployment(String),
@@ -290,15 +305,10 @@ pub async fn verify(
                 .get(name)
                 .await
                 .map_err(|e| anyhow::anyhow!("deployment {namespace}/{name}: {e}"))?;
-            let labels = deployment
-                .spec
-                .and_then(|s| s.selector.match_labels)
-                .unwrap_or_default();
-            let selector = labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let selector = pod_selector(
+                &format!("{namespace}/{name}"),
+                deployment.spec.map(|s| s.selector),
+            )?;
             pods.list(&ListParams::default().labels(&selector))
                 .await?
                 .items
@@ -325,4 +335,50 @@ pub async fn verify(
         })
         .collect();
     Ok(render(&results))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).into()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_selector_of_match_expressions_alone_selects_only_the_deployments_pods() {
+        let selector = LabelSelector {
+            match_expressions: Some(vec![
+                requirement("app", "In", &["cxtm-logstream"]),
+                requirement("canary", "DoesNotExist", &[]),
+            ]),
+            match_labels: None,
+        };
+        let got = pod_selector("cxtm/app", Some(selector)).expect("selector");
+        assert_eq!(got, "app in (cxtm-logstream),!canary");
+    }
+
+    #[test]
+    fn labels_and_expressions_are_both_kept() {
+        let selector = LabelSelector {
+            match_expressions: Some(vec![requirement("tier", "NotIn", &["db", "cache"])]),
+            match_labels: Some([("app".to_owned(), "a".to_owned())].into()),
+        };
+        assert_eq!(
+            pod_selector("cxtm/app", Some(selector)).expect("selector"),
+            "app=a,tier notin (cache,db)"
+        );
+    }
+
+    #[test]
+    fn an_empty_selector_is_refused_not_a_list_of_everything() {
+        let err = pod_selector("cxtm/app", Some(LabelSelector::default()))
+            .expect_err("empty")
+            .to_string();
+        assert!(err.contains("cxtm/app"), "{err}");
+    }
 }
