@@ -18,15 +18,22 @@ use crate::k8s::instrumentation;
 use crate::policy::{self, ClusterView, Scope};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OfflineError {
+    /// The input is not a YAML stream; `index` counts documents from 1.
     #[error("document {index}: invalid YAML: {message}")]
     Yaml { index: usize, message: String },
+    /// A document's field cannot be read as Kubernetes expects it.
     #[error("{document}: field {field}: {message}")]
     Field {
         document: String,
         field: String,
         message: String,
     },
+    /// The result for a document cannot be written out (a bug on our side,
+    /// reported instead of printing nothing).
+    #[error("{document}: cannot write the result: {message}")]
+    Render { document: String, message: String },
 }
 
 /// One input document and, where it holds a pod template, what admission would do.
@@ -311,9 +318,13 @@ pub fn admit_documents(
 }
 
 /// The patch of a template result with paths inside its document.
-pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
+pub fn document_patch(result: &TemplateResult) -> Result<json_patch::Patch, OfflineError> {
     let Some(injection) = &result.injection else {
-        return json_patch::Patch(Vec::new());
+        return Ok(json_patch::Patch(Vec::new()));
+    };
+    let render = |message: String| OfflineError::Render {
+        document: result.label.clone(),
+        message,
     };
     let mut ops = Vec::new();
     // Guard the container indexes the patch uses: against a live object whose
@@ -342,21 +353,27 @@ pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
             },
         ));
     }
-    for op in injection.patch.to_operations().0 {
-        if let json_patch::PatchOperation::Add(add) = op {
-            let mut path = json_patch::jsonptr::PointerBuf::from_tokens(
-                result.prefix.iter().map(String::as_str),
-            );
-            for token in add.path.tokens() {
-                path.push_back(token);
-            }
-            ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path,
-                value: add.value,
-            }));
+    let operations = injection
+        .patch
+        .to_operations()
+        .map_err(|e| render(format!("the webhook's patch does not parse: {e}")))?;
+    for op in operations.0 {
+        let json_patch::PatchOperation::Add(add) = op else {
+            return Err(render(format!(
+                "the webhook's patch holds an operation other than add: {op:?}"
+            )));
+        };
+        let mut path =
+            json_patch::jsonptr::PointerBuf::from_tokens(result.prefix.iter().map(String::as_str));
+        for token in add.path.tokens() {
+            path.push_back(token);
         }
+        ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path,
+            value: add.value,
+        }));
     }
-    json_patch::Patch(ops)
+    Ok(json_patch::Patch(ops))
 }
 
 /// Output of `mutate`.
@@ -381,7 +398,7 @@ pub fn mutate(
     let mut mutated: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
     let mut out = String::new();
     for (d, list_index, result) in &results {
-        let patch = document_patch(result);
+        let patch = document_patch(result)?;
         if patch.0.is_empty() {
             continue;
         }
@@ -399,12 +416,16 @@ pub fn mutate(
                 Some(i) => &docs[*d].value["items"][*i],
                 None => &docs[*d].value,
             };
-            let patch_json = serde_json::to_string(&patch).unwrap_or_default();
+            let render = |e: serde_json::Error| OfflineError::Render {
+                document: result.label.clone(),
+                message: e.to_string(),
+            };
+            let patch_json = serde_json::to_string(&patch).map_err(render)?;
             let _ = writeln!(out, "# {}", result.label);
             let _ = writeln!(
                 out,
                 "{}",
-                serde_json::to_string_pretty(&patch).unwrap_or_default()
+                serde_json::to_string_pretty(&patch).map_err(render)?
             );
             let _ = writeln!(
                 out,
@@ -436,17 +457,18 @@ pub fn mutate(
             }
             Ok(out)
         }
-        OutputFormat::Yaml => Ok(mutated
+        OutputFormat::Yaml => Ok(docs
             .iter()
-            .map(to_yaml)
-            .collect::<Vec<_>>()
+            .zip(&mutated)
+            .map(|(doc, value)| to_yaml(value, doc))
+            .collect::<Result<Vec<_>, _>>()?
             .join("---\n")),
         OutputFormat::Diff => {
             for (doc, new) in docs.iter().zip(&mutated) {
                 if &doc.value == new {
                     continue;
                 }
-                let (old_text, new_text) = (to_yaml(&doc.value), to_yaml(new));
+                let (old_text, new_text) = (to_yaml(&doc.value, doc)?, to_yaml(new, doc)?);
                 let label = describe(&doc.value, doc.index);
                 let diff = similar::TextDiff::from_lines(&old_text, &new_text);
                 let _ = write!(
@@ -463,8 +485,12 @@ pub fn mutate(
     }
 }
 
-fn to_yaml(value: &Value) -> String {
-    serde_yaml_ng::to_string(value).unwrap_or_default()
+/// `value` (document `doc` or what became of it) as YAML.
+fn to_yaml(value: &Value, doc: &Document) -> Result<String, OfflineError> {
+    serde_yaml_ng::to_string(value).map_err(|e| OfflineError::Render {
+        document: describe(&doc.value, doc.index),
+        message: e.to_string(),
+    })
 }
 
 /// `explain`: per template and container, what would happen and why.
@@ -560,4 +586,30 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::JsonPatch;
+
+    #[test]
+    fn a_patch_that_does_not_parse_fails_the_document_instead_of_printing_it_unchanged() {
+        let result = TemplateResult {
+            label: "Deployment app (document 1)".into(),
+            namespace: "cxtm".into(),
+            prefix: vec!["spec".into(), "template".into()],
+            scope: Scope::OutOfScope { why: String::new() },
+            injection: Some(Injection {
+                outcome: Outcome::Injected,
+                patch: JsonPatch::from_raw(br#"[{"op":"add""#, 1),
+                containers: Vec::new(),
+                warnings: Vec::new(),
+            }),
+            extra_warning: None,
+            containers: Vec::new(),
+        };
+        let err = document_patch(&result).expect_err("broken patch").to_string();
+        assert!(err.contains("Deployment app (document 1)"), "{err}");
+    }
 }

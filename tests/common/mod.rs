@@ -142,7 +142,11 @@ pub fn try_admit(
             };
             let injection = inject::inject(&pod, &settings, &request);
             let mut out = pod_json.clone();
-            json_patch::patch(&mut out, &injection.patch.to_operations())
+            let operations = injection
+                .patch
+                .to_operations()
+                .map_err(|e| format!("patch does not parse: {e}; patch {:?}", injection.patch))?;
+            json_patch::patch(&mut out, &operations)
                 .map_err(|e| format!("patch does not apply: {e}; patch {:?}", injection.patch))?;
             Ok(Admitted {
                 pod: out,
