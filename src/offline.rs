@@ -609,7 +609,9 @@ mod tests {
             extra_warning: None,
             containers: Vec::new(),
         };
-        let err = document_patch(&result).expect_err("broken patch").to_string();
+        let err = document_patch(&result)
+            .expect_err("broken patch")
+            .to_string();
         assert!(err.contains("Deployment app (document 1)"), "{err}");
     }
 }

@@ -64,7 +64,10 @@ fn assert_seed_configuration(pod: &Value) {
 }
 
 #[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane")]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
 fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     let started = std::time::Instant::now();
     let plane = ControlPlane::up("core");

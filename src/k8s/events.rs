@@ -74,6 +74,7 @@ impl RateLimiter {
     }
 
     /// Keys remembered now.
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.state.lock().map_or(0, |s| s.last.len())
     }
