@@ -6,6 +6,7 @@
 //! - [`policy`]: which pods are in scope and with which settings (annotations);
 //! - [`review`]: AdmissionReview bytes → response bytes (no I/O);
 //! - [`config`]: the operator-side YAML config and the built-in cxtm profile;
+//! - [`guard`]: what the patch adds, checked as the API server will check it;
 //! - [`server`], [`admin`], [`tls`], [`metrics`]: the HTTPS webhook and admin port;
 //! - [`certs`]: CA and serving certificate generation;
 //! - [`cli`], [`run`]: the command line and its wiring.
@@ -16,6 +17,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod conn_watch;
+pub mod guard;
 pub mod inject;
 pub mod k8s;
 pub mod logging;
