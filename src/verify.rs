@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
 
+use crate::admission;
 use crate::config::Config;
 use crate::inject::{OPERATOR_INIT_CONTAINER, REASON_ANNOTATION, STATUS_ANNOTATION};
 
@@ -183,20 +184,12 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
 
     let endpoint = env(container, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     let protocol = env(container, "OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or("http/protobuf");
-    let port = endpoint
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap_or_default();
-    // HTTP on the gRPC port, or gRPC on the HTTP port, fails silently.
-    let consistent = !matches!(
-        (protocol.starts_with("http"), port),
-        (true, "4317") | (false, "4318")
-    );
+    // The same check admission warns with, so the two agree.
+    let mismatch = admission::endpoint_mismatch(endpoint, protocol);
     checks.push(check(
         label("endpoint port matches protocol"),
-        consistent,
-        format!("{endpoint} with {protocol}"),
+        mismatch.is_none(),
+        mismatch.unwrap_or_else(|| format!("{endpoint} with {protocol}")),
         "OTLP over HTTP (http/protobuf) is port 4318, gRPC is 4317: fix the endpoint in the config or the Instrumentation (exporter.endpoint and python.env)",
     ));
 
@@ -373,6 +366,29 @@ mod tests {
             pod_selector("cxtm/app", Some(selector)).expect("selector"),
             "app=a,tier notin (cache,db)"
         );
+    }
+
+    #[test]
+    fn the_endpoint_check_reads_an_endpoint_with_a_path() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://collector:4317/v1/traces"},
+                {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"}
+            ]}]}
+        }))
+        .expect("pod");
+        let endpoint_check = |pod: &Pod| {
+            check_pod(pod, &Config::default())
+                .into_iter()
+                .find(|c| c.what.contains("endpoint port"))
+                .map(|c| c.status)
+        };
+        assert_eq!(endpoint_check(&pod), Some(Status::Fail));
+        if let Some(env) = pod.spec.as_mut().and_then(|s| s.containers[0].env.as_mut()) {
+            env[0].value = Some("http://collector:4318/v1/traces".into());
+        }
+        assert_eq!(endpoint_check(&pod), Some(Status::Pass));
     }
 
     #[test]

@@ -349,5 +349,5 @@ fn an_instrumentation_value_the_api_server_would_refuse_admits_the_pod_untouched
         warnings.contains("spec.python.volumeLimitSize") && warnings.contains("cxtm/inst"),
         "{warnings}"
     );
-    assert_eq!(reviewed.decision.outcome, "error");
+    assert_eq!(reviewed.decision.outcome.label(), "error");
 }

@@ -155,7 +155,7 @@ fn limiter_key(decision: &Decision, reference: &ObjectReference) -> String {
         decision.namespace,
         reference.kind.as_deref().unwrap_or_default(),
         reference.name.as_deref().unwrap_or_default(),
-        decision.outcome
+        decision.outcome.label()
     )
 }
 
@@ -240,7 +240,7 @@ mod tests {
                     uid: format!("u{i}"),
                     namespace: "cxtm".into(),
                     pod: "app-".into(),
-                    outcome: "error",
+                    outcome: crate::admission::Outcome::Error,
                     reason: format!("Instrumentation cxtm/x{i} does not exist"),
                     containers: Vec::new(),
                     patch_ops: 0,

@@ -20,7 +20,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use super::instrumentation;
-use crate::inject::{Settings, Workload};
+use crate::inject::Settings;
+use crate::inject::workload::{self, Workload};
 use crate::policy::ClusterView;
 
 type MetaStore<K> = Store<PartialObjectMeta<K>>;
@@ -196,16 +197,6 @@ async fn watch_instrumentations(client: Client, slot: watch::Sender<Instrumentat
         .await;
 }
 
-fn controller(
-    owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    let owners = owners?;
-    owners
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .or_else(|| owners.first())
-}
-
 impl ClusterView for KubeView {
     fn instrumentation(
         &self,
@@ -250,44 +241,21 @@ impl ClusterView for KubeView {
     }
 
     fn workload(&self, pod: &Pod, namespace: &str) -> Option<Workload> {
-        let owner = controller(pod.metadata.owner_references.as_ref())?;
-        let (kind, parent_kind) = match owner.kind.as_str() {
-            "ReplicaSet" => {
-                let rs = self
-                    .replicasets
-                    .as_ref()?
-                    .get(&ObjectRef::new(&owner.name).within(namespace))?;
-                (
-                    controller(rs.metadata.owner_references.as_ref()).cloned(),
-                    "Deployment",
-                )
+        workload::from_owners(pod, |kind, name| {
+            let owners = |meta: &kube::core::ObjectMeta| {
+                workload::controller(meta.owner_references.as_deref()).cloned()
+            };
+            match kind {
+                "ReplicaSet" => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    Some(owners(&self.replicasets.as_ref()?.get(&key)?.metadata))
+                }
+                "Job" => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    Some(owners(&self.jobs.as_ref()?.get(&key)?.metadata))
+                }
+                _ => None,
             }
-            "Job" => {
-                let job = self
-                    .jobs
-                    .as_ref()?
-                    .get(&ObjectRef::new(&owner.name).within(namespace))?;
-                (
-                    controller(job.metadata.owner_references.as_ref()).cloned(),
-                    "CronJob",
-                )
-            }
-            other => {
-                return Some(Workload {
-                    kind: other.to_owned(),
-                    name: owner.name.clone(),
-                });
-            }
-        };
-        Some(match kind {
-            Some(parent) if parent.kind == parent_kind => Workload {
-                kind: parent.kind,
-                name: parent.name,
-            },
-            _ => Workload {
-                kind: owner.kind.clone(),
-                name: owner.name.clone(),
-            },
         })
     }
 }
