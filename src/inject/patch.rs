@@ -204,14 +204,6 @@ impl PatchBuilder {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ops == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.ops
-    }
-
     pub fn build(mut self) -> JsonPatch {
         self.json.push(b']');
         JsonPatch {
