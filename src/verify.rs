@@ -60,74 +60,16 @@ fn target<'a>(pod: &'a Pod, config: &Config) -> Option<&'a Container> {
         })
 }
 
+/// What to do when the webhook did not mutate a pod.
+const RECREATE: &str = "the webhook only mutates pods when they are created: check the pod's otel-injector.io/status and otel-injector.io/reason annotations, the webhook's namespaceSelector and that it was running, then recreate the pod (kubectl rollout restart deployment/<name>)";
+
 /// The checklist for one pod (pure: no cluster access).
 pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let recreate = "the webhook only mutates pods when they are created: check the pod's otel-injector.io/status and otel-injector.io/reason annotations, the webhook's namespaceSelector and that it was running, then recreate the pod (kubectl rollout restart deployment/<name>)";
-    let init_names = [config.init_container_name.as_str(), OPERATOR_INIT_CONTAINER];
-    let init = spec
-        .init_containers
+    let mut checks = init_container_checks(pod, config);
+    let volume = pod
+        .spec
         .iter()
-        .flatten()
-        .find(|c| init_names.contains(&c.name.as_str()));
-    let status_note = match (
-        annotations.get(STATUS_ANNOTATION),
-        annotations.get(REASON_ANNOTATION),
-    ) {
-        (Some(s), Some(r)) => format!(" (otel-injector.io/status={s}: {r})"),
-        (Some(s), None) => format!(" (otel-injector.io/status={s})"),
-        _ => String::new(),
-    };
-    checks.push(check(
-        format!("init container {} present", config.init_container_name),
-        init.is_some(),
-        init.map(|c| format!("image {}", c.image.as_deref().unwrap_or("?")))
-            .unwrap_or_else(|| format!("no auto-instrumentation init container{status_note}")),
-        recreate,
-    ));
-    if let Some(init) = init {
-        let state = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.init_container_statuses.as_ref())
-            .and_then(|all| all.iter().find(|s| s.name == init.name))
-            .and_then(|s| s.state.clone());
-        checks.push(match state {
-            Some(state) if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) => {
-                check("init container completed", true, "copied the instrumentation (exit 0)", "")
-            }
-            Some(state) if state.terminated.is_some() => {
-                let t = state.terminated.unwrap_or_default();
-                check(
-                    "init container completed",
-                    false,
-                    format!("exited {} ({})", t.exit_code, t.reason.unwrap_or_default()),
-                    "read its log (kubectl logs <pod> -c <init container>); OOMKilled: raise initContainerResources; permission denied: the volume or securityContext",
-                )
-            }
-            Some(state) if state.waiting.is_some() => {
-                let w = state.waiting.unwrap_or_default();
-                check(
-                    "init container completed",
-                    false,
-                    format!("waiting: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default()),
-                    "ImagePullBackOff/ErrImagePull: the node cannot pull the auto-instrumentation image (the seed needed nodeSelector ao-node=observability for registry access)",
-                )
-            }
-            _ => Check {
-                what: "init container completed".into(),
-                status: Status::Pending,
-                detail: "no status yet: the pod has not started".into(),
-                fix: None,
-            },
-        });
-    }
-    let volume = spec
-        .volumes
-        .iter()
-        .flatten()
+        .flat_map(|s| s.volumes.iter().flatten())
         .find(|v| v.name == config.volume_name);
     checks.push(check(
         format!("volume {} defined", config.volume_name),
@@ -137,17 +79,89 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         } else {
             "missing"
         },
-        recreate,
+        RECREATE,
     ));
-    let Some(container) = target(pod, config) else {
-        checks.push(check(
+    match target(pod, config) {
+        Some(container) => checks.extend(container_checks(container, config)),
+        None => checks.push(check(
             "an app container to check",
             false,
             "the pod has no container",
             "",
-        ));
+        )),
+    }
+    checks
+}
+
+/// The init container is there (else what the webhook said about the pod)
+/// and has completed (else why not).
+fn init_container_checks(pod: &Pod, config: &Config) -> Vec<Check> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let init_names = [config.init_container_name.as_str(), OPERATOR_INIT_CONTAINER];
+    let init = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .find(|c| init_names.contains(&c.name.as_str()));
+    let status_note = match (
+        annotations.and_then(|a| a.get(STATUS_ANNOTATION)),
+        annotations.and_then(|a| a.get(REASON_ANNOTATION)),
+    ) {
+        (Some(s), Some(r)) => format!(" (otel-injector.io/status={s}: {r})"),
+        (Some(s), None) => format!(" (otel-injector.io/status={s})"),
+        _ => String::new(),
+    };
+    let mut checks = vec![check(
+        format!("init container {} present", config.init_container_name),
+        init.is_some(),
+        init.map(|c| format!("image {}", c.image.as_deref().unwrap_or("?")))
+            .unwrap_or_else(|| format!("no auto-instrumentation init container{status_note}")),
+        RECREATE,
+    )];
+    let Some(init) = init else {
         return checks;
     };
+    let state = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == init.name))
+        .and_then(|s| s.state.clone());
+    checks.push(match state {
+        Some(state) if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) => {
+            check("init container completed", true, "copied the instrumentation (exit 0)", "")
+        }
+        Some(state) if state.terminated.is_some() => {
+            let t = state.terminated.unwrap_or_default();
+            check(
+                "init container completed",
+                false,
+                format!("exited {} ({})", t.exit_code, t.reason.unwrap_or_default()),
+                "read its log (kubectl logs <pod> -c <init container>); OOMKilled: raise initContainerResources; permission denied: the volume or securityContext",
+            )
+        }
+        Some(state) if state.waiting.is_some() => {
+            let w = state.waiting.unwrap_or_default();
+            check(
+                "init container completed",
+                false,
+                format!("waiting: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default()),
+                "ImagePullBackOff/ErrImagePull: the node cannot pull the auto-instrumentation image (the seed needed nodeSelector ao-node=observability for registry access)",
+            )
+        }
+        _ => Check {
+            what: "init container completed".into(),
+            status: Status::Pending,
+            detail: "no status yet: the pod has not started".into(),
+            fix: None,
+        },
+    });
+    checks
+}
+
+/// The app container: mount, env, endpoint, PYTHONPATH, entry point.
+fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
     let label = |what: &str| format!("{what} in container {}", container.name);
     let mounted = container.volume_mounts.iter().flatten().any(|m| {
         m.name == config.volume_name && m.mount_path.trim_end_matches('/') == config.mount_path
@@ -156,7 +170,7 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         label(&format!("volume mounted at {}", config.mount_path)),
         mounted,
         if mounted { "mounted" } else { "not mounted" },
-        recreate,
+        RECREATE,
     ));
 
     let required = [
@@ -179,7 +193,7 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         } else {
             format!("missing {}", missing.join(", "))
         },
-        recreate,
+        RECREATE,
     ));
 
     let endpoint = env(container, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
