@@ -456,38 +456,7 @@ pub fn mutate(
                 Some(i) => &docs[*d].value["items"][*i],
                 None => &docs[*d].value,
             };
-            let render = |e: serde_json::Error| OfflineError::Render {
-                document: result.label.clone(),
-                message: e.to_string(),
-            };
-            let patch_json = serde_json::to_string(&patch).map_err(render)?;
-            let _ = writeln!(out, "# {}", result.label);
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&patch).map_err(render)?
-            );
-            let _ = writeln!(
-                out,
-                "# computed from the input; for a live object, pipe it in: kubectl get {} {} -n {} -o yaml | otel-injector mutate -f - -o patch",
-                item["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase(),
-                item["metadata"]["name"].as_str().unwrap_or_default(),
-                result.namespace
-            );
-            let _ = writeln!(
-                out,
-                "kubectl patch {} {} -n {} --type=json -p '{}'\n",
-                item["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase(),
-                item["metadata"]["name"].as_str().unwrap_or_default(),
-                result.namespace,
-                patch_json.replace('\'', "'\\''")
-            );
+            write_patch(&mut out, item, result, &patch)?;
         }
     }
     match format {
@@ -503,26 +472,66 @@ pub fn mutate(
             .map(|(doc, value)| to_yaml(value, doc))
             .collect::<Result<Vec<_>, _>>()?
             .join("---\n")),
-        OutputFormat::Diff => {
-            for (doc, new) in docs.iter().zip(&mutated) {
-                if &doc.value == new {
-                    continue;
-                }
-                let (old_text, new_text) = (to_yaml(&doc.value, doc)?, to_yaml(new, doc)?);
-                let label = describe(&doc.value, doc.index);
-                let diff = similar::TextDiff::from_lines(&old_text, &new_text);
-                let _ = write!(
-                    out,
-                    "{}",
-                    diff.unified_diff().header(
-                        &format!("{label} (original)"),
-                        &format!("{label} (instrumented)")
-                    )
-                );
-            }
-            Ok(out)
-        }
+        OutputFormat::Diff => diff(&docs, &mutated),
     }
+}
+
+/// One document's JSON Patch and the `kubectl patch` command that applies it.
+fn write_patch(
+    out: &mut String,
+    item: &Value,
+    result: &TemplateResult,
+    patch: &json_patch::Patch,
+) -> Result<(), OfflineError> {
+    let render = |e: serde_json::Error| OfflineError::Render {
+        document: result.label.clone(),
+        message: e.to_string(),
+    };
+    let patch_json = serde_json::to_string(patch).map_err(render)?;
+    let kind = item["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = item["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = &result.namespace;
+    let _ = writeln!(out, "# {}", result.label);
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(patch).map_err(render)?
+    );
+    let _ = writeln!(
+        out,
+        "# computed from the input; for a live object, pipe it in: kubectl get {kind} {name} -n {namespace} -o yaml | otel-injector mutate -f - -o patch",
+    );
+    let _ = writeln!(
+        out,
+        "kubectl patch {kind} {name} -n {namespace} --type=json -p '{}'\n",
+        patch_json.replace('\'', "'\\''")
+    );
+    Ok(())
+}
+
+/// A unified diff of each document that changed.
+fn diff(docs: &[Document], mutated: &[Value]) -> Result<String, OfflineError> {
+    let mut out = String::new();
+    for (doc, new) in docs.iter().zip(mutated) {
+        if &doc.value == new {
+            continue;
+        }
+        let (old_text, new_text) = (to_yaml(&doc.value, doc)?, to_yaml(new, doc)?);
+        let label = describe(&doc.value, doc.index);
+        let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+        let _ = write!(
+            out,
+            "{}",
+            diff.unified_diff().header(
+                &format!("{label} (original)"),
+                &format!("{label} (instrumented)")
+            )
+        );
+    }
+    Ok(out)
 }
 
 /// `value` (document `doc` or what became of it) as YAML.
