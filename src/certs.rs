@@ -10,9 +10,12 @@ use rcgen::{
 };
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertError {
+    /// rcgen refused the parameters or could not make a key.
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A PEM file cannot be written to the output directory.
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
