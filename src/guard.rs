@@ -651,6 +651,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        // Values come from Instrumentations nobody validated: any text.
+        #[test]
+        fn no_value_makes_a_check_panic(value in proptest::prop_oneof![
+            "\\PC{0,40}",
+            "[-+0-9.eEinumkKMGTPé ]{0,12}",
+            "[a-zA-Z0-9:/@._\\[\\]-]{0,40}",
+        ]) {
+            let _ = quantity(&value);
+            let _ = image(&value);
+            let _ = label_key(&value);
+            let _ = label_value(&value);
+            let _ = env_var_name(&value);
+            let _ = resource_name(&value);
+            let _ = pull_policy(&value);
+        }
+    }
+
     #[test]
     fn resources_as_the_api_server_checks_them() {
         let q = |s: &str| Quantity(s.to_owned());
