@@ -337,6 +337,44 @@ mod tests {
         }
     }
 
+    fn pod(annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_config_built_in_code_with_a_value_the_api_server_refuses_injects_nothing() {
+        // Config::from_file refuses this at start; a Config built in code
+        // (tests, benchmarks, a library user) is checked here instead.
+        let config = Config {
+            volume_size_limit: Some("200MB".into()),
+            ..Config::default()
+        };
+        let base = Base::new(config);
+        let context = Context {
+            base: &base,
+            cluster: &policy::StaticView,
+        };
+        let admitted = admit(&pod(serde_json::json!({})), "cxtm", "app", context);
+        assert_eq!(admitted.outcome, Outcome::Error);
+        assert_eq!(admitted.patch(), None);
+        assert!(
+            admitted
+                .warnings
+                .iter()
+                .any(|w| w.contains("volumeSizeLimit") && w.contains("webhook's config")),
+            "{:?}",
+            admitted.warnings
+        );
+        let opted_out =
+            serde_json::json!({"instrumentation.opentelemetry.io/inject-python": "false"});
+        let admitted = admit(&pod(opted_out), "cxtm", "app", context);
+        assert_eq!(admitted.outcome, Outcome::OutOfScope);
+    }
+
     #[test]
     fn outcome_labels_are_distinct() {
         let labels: std::collections::BTreeSet<&str> =
