@@ -129,7 +129,8 @@ fn bench_review(c: &mut Criterion) {
     for (label, body) in &cases {
         let reviewed = reviewer.review(body).expect("a review");
         assert_eq!(
-            reviewed.decision.outcome, "injected",
+            reviewed.decision.outcome.label(),
+            "injected",
             "{label}: {:?}",
             reviewed.decision.reason
         );

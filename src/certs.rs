@@ -2,6 +2,7 @@
 //! `certs` subcommand, for `serve` without `--tls-cert`, and for tests.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -9,9 +10,12 @@ use rcgen::{
 };
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CertError {
+    /// rcgen refused the parameters or could not make a key.
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A PEM file cannot be written to the output directory.
     #[error("cannot write {path}: {source}")]
     Write {
         path: String,
@@ -48,8 +52,23 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// A fresh CA (valid ~10 years) and a serving certificate for `names`.
+/// How long a generated CA is valid, from when it is made.
+pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How long a generated serving certificate is valid, from when it is made.
+pub const CERT_VALIDITY: Duration = Duration::from_secs(5 * 365 * 86_400);
+/// Certificates start this long before they are made, so a node whose clock
+/// is a little behind ours does not see them as not yet valid.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// A fresh CA (valid 10 years) and a serving certificate for `names` (5
+/// years), both from now.
 pub fn generate(names: &[String]) -> Result<Bundle, CertError> {
+    generate_at(names, SystemTime::now())
+}
+
+/// [`generate`] as if the clock read `now`.
+pub fn generate_at(names: &[String], now: SystemTime) -> Result<Bundle, CertError> {
+    let not_before = now.checked_sub(CLOCK_SKEW).unwrap_or(now);
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
@@ -60,8 +79,8 @@ pub fn generate(names: &[String]) -> Result<Bundle, CertError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    ca_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    ca_params.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    ca_params.not_before = not_before.into();
+    ca_params.not_after = (now + CA_VALIDITY).into();
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     let mut params = CertificateParams::new(names.to_vec())?;
@@ -74,8 +93,8 @@ pub fn generate(names: &[String]) -> Result<Bundle, CertError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2030, 1, 1);
+    params.not_before = not_before.into();
+    params.not_after = (now + CERT_VALIDITY).into();
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca)?;
     Ok(Bundle {
@@ -121,4 +140,41 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// notBefore and notAfter of a PEM certificate, Unix seconds.
+    fn validity(pem: &str) -> (i64, i64) {
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .expect("one certificate")
+            .expect("PEM");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("DER");
+        (
+            cert.validity().not_before.timestamp(),
+            cert.validity().not_after.timestamp(),
+        )
+    }
+
+    #[test]
+    fn certificates_made_after_2030_are_valid_when_made() {
+        // 2031-06-01T00:00:00Z
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_938_038_400);
+        let at = 1_938_038_400;
+        let bundle = generate_at(&service_names("s", "ns"), now).expect("certs");
+        for (what, pem) in [("CA", &bundle.ca_cert_pem), ("serving", &bundle.cert_pem)] {
+            let (not_before, not_after) = validity(pem);
+            assert!(not_before <= at, "{what} not yet valid: {not_before}");
+            assert!(
+                not_after >= at + 365 * 86_400,
+                "{what} expires within a year: {not_after}"
+            );
+        }
+        let (_, ca_after) = validity(&bundle.ca_cert_pem);
+        let (_, cert_after) = validity(&bundle.cert_pem);
+        assert!(cert_after <= ca_after, "the serving cert outlives its CA");
+    }
 }

@@ -11,6 +11,9 @@ use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use serde::{Deserialize, Serialize};
 
+use crate::guard;
+use crate::inject::Settings;
+
 /// The seed's auto-instrumentation image.
 pub const DEFAULT_IMAGE: &str =
     "ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-python:0.54b1";
@@ -23,24 +26,26 @@ pub const DEFAULT_ENDPOINT: &str =
 pub const DEFAULT_PROTOCOL: &str = "http/protobuf";
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
+    /// The config file cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The file is not YAML of the config's shape (unknown keys included).
     #[error("config file {path} is not valid: {source}")]
     Parse {
         path: String,
         #[source]
         source: serde_yaml_ng::Error,
     },
+    /// A value the webhook cannot use, or that would make the API server
+    /// refuse every injected pod; `setting` is the config key.
     #[error("config setting `{setting}` is invalid: {reason}")]
-    Invalid {
-        setting: &'static str,
-        reason: String,
-    },
+    Invalid { setting: String, reason: String },
 }
 
 /// Everything the webhook injects, as the operator of the webhook sets it.
@@ -229,16 +234,16 @@ impl Config {
         Ok(config)
     }
 
+    /// Refuses values the webhook cannot use, and values the API server
+    /// would refuse in the patched pod (the [`guard`](crate::guard)): one
+    /// such value would make every injected pod fail to be created.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, reason: &str| {
+        let invalid = |setting: &str, reason: &str| {
             Err(ConfigError::Invalid {
-                setting,
+                setting: setting.to_owned(),
                 reason: reason.to_owned(),
             })
         };
-        if self.image.trim().is_empty() {
-            return invalid("image", "must name an image");
-        }
         if !self.mount_path.starts_with('/') || self.mount_path.len() < 2 {
             return invalid("mountPath", "must be an absolute path other than /");
         }
@@ -248,31 +253,26 @@ impl Config {
                 "must not contain ':' (it is joined into PYTHONPATH)",
             );
         }
-        for (setting, name) in [
-            ("initContainerName", &self.init_container_name),
-            ("volumeName", &self.volume_name),
-        ] {
-            if !is_dns_label(name) {
-                return invalid(
-                    setting,
-                    "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63)",
-                );
-            }
-        }
         if self.exporter.protocol.trim().is_empty() {
             return invalid("exporter.protocol", "must not be empty");
         }
-        Ok(())
+        let Err(problems) = guard::check_settings(&Settings::from_config(self)) else {
+            return Ok(());
+        };
+        let Some((first, rest)) = problems.split_first() else {
+            return Ok(());
+        };
+        let more = if rest.is_empty() {
+            String::new()
+        } else {
+            let keys: Vec<&str> = rest.iter().map(|p| p.setting.as_str()).collect();
+            format!(" (also invalid: {})", keys.join(", "))
+        };
+        Err(ConfigError::Invalid {
+            setting: first.setting.clone(),
+            reason: format!("{:?}: {}{more}", first.value, first.reason),
+        })
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]
@@ -302,6 +302,44 @@ mod tests {
             .expect_err("typo must fail")
             .to_string();
         assert!(err.contains("imagee"), "{err}");
+    }
+
+    #[test]
+    fn values_the_api_server_would_refuse_are_refused_at_start_naming_the_key() {
+        let cases = [
+            ("volumeSizeLimit: 200MB", "volumeSizeLimit"),
+            ("imagePullPolicy: Sometimes", "imagePullPolicy"),
+            ("image: 'registry.example/Python Image:1'", "image"),
+            (
+                "initContainerResources: {limits: {memory: 64 megs}}",
+                "initContainerResources.limits.memory",
+            ),
+            (
+                "initContainerResources: {requests: {cpu: '2'}, limits: {cpu: 500m}}",
+                "initContainerResources.requests.cpu",
+            ),
+            ("env: [{name: '1BAD', value: x}]", "env[0].name"),
+            ("nodeSelector: {'ao node': x}", "nodeSelector"),
+            (
+                "nodeSelector: {ao-node: 'not a label value'}",
+                "nodeSelector.ao-node",
+            ),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn valid_kubernetes_values_are_kept() {
+        let config = Config::from_yaml(
+            "volumeSizeLimit: 200Mi\nimagePullPolicy: IfNotPresent\n\
+             initContainerResources: {requests: {cpu: 50m, memory: 64Mi}, limits: {cpu: '0.5', memory: 256Mi}}\n\
+             env: [{name: OTEL_X.y-z, value: v}]",
+        )
+        .expect("valid");
+        assert_eq!(config.volume_size_limit.as_deref(), Some("200Mi"));
     }
 
     #[test]

@@ -4,18 +4,23 @@
 //! Map of the crate:
 //! - [`inject`]: the pure mutation (pod + settings → JSON Patch + outcome);
 //! - [`policy`]: which pods are in scope and with which settings (annotations);
+//! - [`admission`]: the one admission function joining the two, for the
+//!   webhook, `mutate`/`explain` and the tests;
 //! - [`review`]: AdmissionReview bytes → response bytes (no I/O);
 //! - [`config`]: the operator-side YAML config and the built-in cxtm profile;
+//! - [`guard`]: what the patch adds, checked as the API server will check it;
 //! - [`server`], [`admin`], [`tls`], [`metrics`]: the HTTPS webhook and admin port;
 //! - [`certs`]: CA and serving certificate generation;
 //! - [`cli`], [`run`]: the command line and its wiring.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission;
 pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod conn_watch;
+pub mod guard;
 pub mod inject;
 pub mod k8s;
 pub mod logging;

@@ -7,26 +7,35 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 
+use crate::admission::{self, Admission, Base, Context};
 use crate::config::Config;
-use crate::inject::{self, Injection, Outcome, Settings, Workload};
+use crate::inject::workload::{self, Workload};
+use crate::inject::{Injection, Outcome, Settings};
 use crate::k8s::instrumentation;
 use crate::policy::{self, ClusterView, Scope};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OfflineError {
+    /// The input is not a YAML stream; `index` counts documents from 1.
     #[error("document {index}: invalid YAML: {message}")]
     Yaml { index: usize, message: String },
+    /// A document's field cannot be read as Kubernetes expects it.
     #[error("{document}: field {field}: {message}")]
     Field {
         document: String,
         field: String,
         message: String,
     },
+    /// The result for a document cannot be written out (a bug on our side,
+    /// reported instead of printing nothing).
+    #[error("{document}: cannot write the result: {message}")]
+    Render { document: String, message: String },
 }
 
 /// One input document and, where it holds a pod template, what admission would do.
@@ -77,32 +86,49 @@ fn describe(doc: &Value, index: usize) -> String {
 }
 
 /// A cluster held in memory: Instrumentation resources (raw `spec` by
-/// namespace and name) and namespace annotations. `mutate` and `explain` fill
-/// it from the Instrumentations in their input ([`FileView::from_documents`]);
-/// [`FileView::with_instrumentation`] and
-/// [`FileView::with_namespace_annotation`] build one directly.
-#[derive(Default)]
+/// namespace and name), namespace annotations, and workloads with their
+/// controllers. `mutate` and `explain` fill it from their input
+/// ([`FileView::from_documents`]); the `with_*` methods build one directly.
+#[derive(Clone, Debug, Default)]
 pub struct FileView {
     instrumentations: BTreeMap<(String, String), Value>,
     namespace_annotations: BTreeMap<String, BTreeMap<String, String>>,
+    /// `(namespace, kind, name)` of each workload, and its controller.
+    workloads: BTreeMap<(String, String, String), Option<OwnerReference>>,
 }
 
 impl FileView {
+    /// Instrumentations, Namespaces (their annotations) and workloads of
+    /// the documents, as a cluster holding them would answer.
     pub fn from_documents(docs: &[Document], default_namespace: &str) -> Self {
         let mut view = FileView::default();
         for doc in docs {
             for item in items(&doc.value) {
-                if item["kind"] == instrumentation::KIND
+                let kind = item["kind"].as_str().unwrap_or_default();
+                let name = item["metadata"]["name"].as_str().unwrap_or_default();
+                let namespace = item["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or(default_namespace);
+                if kind == instrumentation::KIND
                     && item["apiVersion"]
                         .as_str()
                         .is_some_and(|v| v.starts_with(instrumentation::GROUP))
                 {
-                    view = view.with_instrumentation(
-                        item["metadata"]["namespace"]
-                            .as_str()
-                            .unwrap_or(default_namespace),
-                        item["metadata"]["name"].as_str().unwrap_or_default(),
-                        item["spec"].clone(),
+                    view = view.with_instrumentation(namespace, name, item["spec"].clone());
+                } else if kind == "Namespace" && item["apiVersion"] == "v1" {
+                    let annotations = item["metadata"]["annotations"].as_object();
+                    for (key, value) in annotations.into_iter().flatten() {
+                        if let Some(value) = value.as_str() {
+                            view = view.with_namespace_annotation(name, key, value);
+                        }
+                    }
+                } else if kind != "Pod" && template_path(kind).is_some() {
+                    let owners: Option<Vec<OwnerReference>> =
+                        serde_json::from_value(item["metadata"]["ownerReferences"].clone()).ok();
+                    let controller = workload::controller(owners.as_deref()).cloned();
+                    view.workloads.insert(
+                        (namespace.to_owned(), kind.to_owned(), name.to_owned()),
+                        controller,
                     );
                 }
             }
@@ -117,12 +143,27 @@ impl FileView {
         self
     }
 
-    /// Adds an annotation to `namespace` (`from_documents` knows none).
+    /// Adds an annotation to `namespace`.
     pub fn with_namespace_annotation(mut self, namespace: &str, key: &str, value: &str) -> Self {
         self.namespace_annotations
             .entry(namespace.to_owned())
             .or_default()
             .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds a workload (a ReplicaSet or Job, say) and its controller.
+    pub fn with_workload(
+        mut self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+        controller: Option<OwnerReference>,
+    ) -> Self {
+        self.workloads.insert(
+            (namespace.to_owned(), kind.to_owned(), name.to_owned()),
+            controller,
+        );
         self
     }
 }
@@ -155,8 +196,12 @@ impl ClusterView for FileView {
     fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
         self.namespace_annotations.get(namespace).cloned()
     }
-    fn workload(&self, _: &Pod, _: &str) -> Option<Workload> {
-        None
+    fn workload(&self, pod: &Pod, namespace: &str) -> Option<Workload> {
+        workload::from_owners(pod, |kind, name| {
+            self.workloads
+                .get(&(namespace.to_owned(), kind.to_owned(), name.to_owned()))
+                .cloned()
+        })
     }
 }
 
@@ -177,83 +222,61 @@ pub struct TemplateResult {
     pub namespace: String,
     /// JSON pointer of the template inside the document (`""` for a Pod).
     pub prefix: Vec<String>,
-    pub scope: Scope,
-    pub injection: Option<Injection>,
-    /// The endpoint/protocol warning, when the settings have one.
-    pub extra_warning: Option<String>,
+    /// What the webhook would decide for a pod made from the template.
+    pub admission: Admission,
+    /// A warning only a manifest can earn: the `inject-python` family of
+    /// annotations on the workload's own metadata, which no pod carries.
+    pub misplaced: Option<String>,
     /// Names of the template's app containers, in order.
     pub containers: Vec<String>,
 }
 
-/// Runs the webhook's policy and mutation over a workload's pod template.
-fn admit_template(
-    item: &Value,
-    label: String,
-    prefix: Vec<String>,
-    config: &Config,
-    base: &Arc<Settings>,
-    view: &dyn ClusterView,
-    default_ns: &str,
-) -> Result<TemplateResult, OfflineError> {
-    let pointer: String = prefix.iter().map(|s| format!("/{s}")).collect();
-    let template = item.pointer(&pointer).cloned().unwrap_or(Value::Null);
-    let namespace = item["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or(default_ns)
-        .to_owned();
+/// The pod a workload's controller would create from its template: the
+/// template's metadata and spec, the workload as its controlling owner.
+fn template_pod(item: &Value, pointer: &str, label: &str) -> Result<Pod, OfflineError> {
+    let template = item.pointer(pointer).unwrap_or(&Value::Null);
     let kind = item["kind"].as_str().unwrap_or_default();
     let name = item["metadata"]["name"].as_str().unwrap_or_default();
     let mut pod_value = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
-    if pod_value["metadata"].is_null() {
-        pod_value["metadata"] = json!({});
-    }
     if kind == "Pod" {
         pod_value["metadata"] = item["metadata"].clone();
-    } else if pod_value["metadata"]["name"].is_null() {
-        pod_value["metadata"]["generateName"] = json!(format!("{name}-"));
+    } else {
+        if !pod_value["metadata"].is_object() {
+            pod_value["metadata"] = json!({});
+        }
+        if pod_value["metadata"]["name"].is_null() {
+            pod_value["metadata"]["generateName"] = json!(format!("{name}-"));
+        }
+        // The webhook learns the workload from the pod's owner, through the
+        // cluster view; the view of the documents answers the same way.
+        pod_value["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": item["apiVersion"].clone(),
+            "kind": kind,
+            "name": name,
+            "uid": "",
+            "controller": true,
+        }]);
     }
-    let pod: Pod = serde_json::from_value(pod_value).map_err(|e| OfflineError::Field {
-        document: label.clone(),
+    serde_json::from_value(pod_value).map_err(|e| OfflineError::Field {
+        document: label.to_owned(),
         field: if pointer.is_empty() {
             "spec".to_owned()
         } else {
-            format!("{}/spec", pointer)
+            format!("{pointer}/spec")
         },
         message: e.to_string(),
-    })?;
-    let workload = (kind != "Pod").then(|| Workload {
-        kind: kind.to_owned(),
-        name: name.to_owned(),
-    });
-    let scope = policy::resolve(&pod, &namespace, None, config, base, view);
-    let (injection, extra_warning) = match &scope {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            ..
-        } => {
-            let request = inject::Request {
-                namespace: &namespace,
-                name: pod.metadata.name.as_deref().unwrap_or(name),
-                container_names: container_names.clone(),
-                platform: *platform,
-                workload,
-            };
-            (
-                Some(inject::inject(&pod, settings, &request)),
-                crate::review::endpoint_warning(settings),
-            )
-        }
-        _ => (None, None),
-    };
-    let containers = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
-        .collect();
-    // The seed's team annotated the Deployment itself; the webhook only sees pods.
-    let misplaced = [
+    })
+}
+
+/// The `inject-python` family of annotations set on a workload's own
+/// metadata rather than its pod template: the webhook only sees pods.
+fn misplaced_annotations(item: &Value, pointer: &str) -> Option<String> {
+    let kind = item["kind"].as_str().unwrap_or_default();
+    if kind == "Pod" {
+        return None;
+    }
+    let template_annotations = item.pointer(pointer).map(|t| &t["metadata"]["annotations"]);
+    let misplaced: Vec<&str> = [
         policy::INJECT_PYTHON,
         policy::CONTAINER_NAMES,
         policy::PYTHON_CONTAINER_NAMES,
@@ -261,27 +284,47 @@ fn admit_template(
     ]
     .into_iter()
     .filter(|key| {
-        kind != "Pod"
-            && item["metadata"]["annotations"].get(*key).is_some()
-            && template["metadata"]["annotations"].get(*key).is_none()
+        item["metadata"]["annotations"].get(*key).is_some()
+            && template_annotations.and_then(|a| a.get(*key)).is_none()
     })
-    .collect::<Vec<_>>();
-    let extra_warning = match misplaced.as_slice() {
-        [] => extra_warning,
-        keys => Some(format!(
-            "{} set on the {kind}'s own metadata, which the webhook never sees: put it under {}/metadata/annotations (the pod template){}",
-            keys.join(", "),
-            pointer,
-            extra_warning.map(|w| format!("; {w}")).unwrap_or_default()
-        )),
-    };
+    .collect();
+    (!misplaced.is_empty()).then(|| {
+        format!(
+            "{} set on the {kind}'s own metadata, which the webhook never sees: put it under {pointer}/metadata/annotations (the pod template)",
+            misplaced.join(", ")
+        )
+    })
+}
+
+/// Runs admission, as the webhook would, over a workload's pod template.
+fn admit_template(
+    item: &Value,
+    label: String,
+    prefix: Vec<String>,
+    context: Context<'_>,
+    default_ns: &str,
+) -> Result<TemplateResult, OfflineError> {
+    let pointer: String = prefix.iter().map(|s| format!("/{s}")).collect();
+    let pod = template_pod(item, &pointer, &label)?;
+    let namespace = item["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(default_ns)
+        .to_owned();
+    // What the API server puts in `request.name`: the pod's name, empty for
+    // a `generateName` pod.
+    let request_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let admission = admission::admit(&pod, &namespace, request_name, context);
+    let containers = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+        .collect();
     Ok(TemplateResult {
         label,
         namespace,
         prefix,
-        scope,
-        injection,
-        extra_warning,
+        admission,
+        misplaced: misplaced_annotations(item, &pointer),
         containers,
     })
 }
@@ -292,8 +335,12 @@ pub fn admit_documents(
     config: &Config,
     default_ns: &str,
 ) -> Result<Vec<(usize, Option<usize>, TemplateResult)>, OfflineError> {
-    let base = Arc::new(Settings::from_config(config));
+    let base = Base::new(config.clone());
     let view = FileView::from_documents(docs, default_ns);
+    let context = Context {
+        base: &base,
+        cluster: &view,
+    };
     let mut out = Vec::new();
     for (d, doc) in docs.iter().enumerate() {
         let is_list = doc.value["kind"] == "List";
@@ -303,7 +350,7 @@ pub fn admit_documents(
             };
             let label = describe(item, doc.index);
             let prefix = path.iter().map(|s| (*s).to_owned()).collect();
-            let result = admit_template(item, label, prefix, config, &base, &view, default_ns)?;
+            let result = admit_template(item, label, prefix, context, default_ns)?;
             out.push((d, is_list.then_some(i), result));
         }
     }
@@ -311,9 +358,13 @@ pub fn admit_documents(
 }
 
 /// The patch of a template result with paths inside its document.
-pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
-    let Some(injection) = &result.injection else {
-        return json_patch::Patch(Vec::new());
+pub fn document_patch(result: &TemplateResult) -> Result<json_patch::Patch, OfflineError> {
+    let Some(injection) = &result.admission.injection else {
+        return Ok(json_patch::Patch(Vec::new()));
+    };
+    let render = |message: String| OfflineError::Render {
+        document: result.label.clone(),
+        message,
     };
     let mut ops = Vec::new();
     // Guard the container indexes the patch uses: against a live object whose
@@ -342,21 +393,27 @@ pub fn document_patch(result: &TemplateResult) -> json_patch::Patch {
             },
         ));
     }
-    for op in injection.patch.to_operations().0 {
-        if let json_patch::PatchOperation::Add(add) = op {
-            let mut path = json_patch::jsonptr::PointerBuf::from_tokens(
-                result.prefix.iter().map(String::as_str),
-            );
-            for token in add.path.tokens() {
-                path.push_back(token);
-            }
-            ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path,
-                value: add.value,
-            }));
+    let operations = injection
+        .patch
+        .to_operations()
+        .map_err(|e| render(format!("the webhook's patch does not parse: {e}")))?;
+    for op in operations.0 {
+        let json_patch::PatchOperation::Add(add) = op else {
+            return Err(render(format!(
+                "the webhook's patch holds an operation other than add: {op:?}"
+            )));
+        };
+        let mut path =
+            json_patch::jsonptr::PointerBuf::from_tokens(result.prefix.iter().map(String::as_str));
+        for token in add.path.tokens() {
+            path.push_back(token);
         }
+        ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path,
+            value: add.value,
+        }));
     }
-    json_patch::Patch(ops)
+    Ok(json_patch::Patch(ops))
 }
 
 /// Output of `mutate`.
@@ -381,7 +438,7 @@ pub fn mutate(
     let mut mutated: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
     let mut out = String::new();
     for (d, list_index, result) in &results {
-        let patch = document_patch(result);
+        let patch = document_patch(result)?;
         if patch.0.is_empty() {
             continue;
         }
@@ -399,34 +456,7 @@ pub fn mutate(
                 Some(i) => &docs[*d].value["items"][*i],
                 None => &docs[*d].value,
             };
-            let patch_json = serde_json::to_string(&patch).unwrap_or_default();
-            let _ = writeln!(out, "# {}", result.label);
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&patch).unwrap_or_default()
-            );
-            let _ = writeln!(
-                out,
-                "# computed from the input; for a live object, pipe it in: kubectl get {} {} -n {} -o yaml | otel-injector mutate -f - -o patch",
-                item["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase(),
-                item["metadata"]["name"].as_str().unwrap_or_default(),
-                result.namespace
-            );
-            let _ = writeln!(
-                out,
-                "kubectl patch {} {} -n {} --type=json -p '{}'\n",
-                item["kind"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_ascii_lowercase(),
-                item["metadata"]["name"].as_str().unwrap_or_default(),
-                result.namespace,
-                patch_json.replace('\'', "'\\''")
-            );
+            write_patch(&mut out, item, result, &patch)?;
         }
     }
     match format {
@@ -436,35 +466,80 @@ pub fn mutate(
             }
             Ok(out)
         }
-        OutputFormat::Yaml => Ok(mutated
+        OutputFormat::Yaml => Ok(docs
             .iter()
-            .map(to_yaml)
-            .collect::<Vec<_>>()
+            .zip(&mutated)
+            .map(|(doc, value)| to_yaml(value, doc))
+            .collect::<Result<Vec<_>, _>>()?
             .join("---\n")),
-        OutputFormat::Diff => {
-            for (doc, new) in docs.iter().zip(&mutated) {
-                if &doc.value == new {
-                    continue;
-                }
-                let (old_text, new_text) = (to_yaml(&doc.value), to_yaml(new));
-                let label = describe(&doc.value, doc.index);
-                let diff = similar::TextDiff::from_lines(&old_text, &new_text);
-                let _ = write!(
-                    out,
-                    "{}",
-                    diff.unified_diff().header(
-                        &format!("{label} (original)"),
-                        &format!("{label} (instrumented)")
-                    )
-                );
-            }
-            Ok(out)
-        }
+        OutputFormat::Diff => diff(&docs, &mutated),
     }
 }
 
-fn to_yaml(value: &Value) -> String {
-    serde_yaml_ng::to_string(value).unwrap_or_default()
+/// One document's JSON Patch and the `kubectl patch` command that applies it.
+fn write_patch(
+    out: &mut String,
+    item: &Value,
+    result: &TemplateResult,
+    patch: &json_patch::Patch,
+) -> Result<(), OfflineError> {
+    let render = |e: serde_json::Error| OfflineError::Render {
+        document: result.label.clone(),
+        message: e.to_string(),
+    };
+    let patch_json = serde_json::to_string(patch).map_err(render)?;
+    let kind = item["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = item["metadata"]["name"].as_str().unwrap_or_default();
+    let namespace = &result.namespace;
+    let _ = writeln!(out, "# {}", result.label);
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(patch).map_err(render)?
+    );
+    let _ = writeln!(
+        out,
+        "# computed from the input; for a live object, pipe it in: kubectl get {kind} {name} -n {namespace} -o yaml | otel-injector mutate -f - -o patch",
+    );
+    let _ = writeln!(
+        out,
+        "kubectl patch {kind} {name} -n {namespace} --type=json -p '{}'\n",
+        patch_json.replace('\'', "'\\''")
+    );
+    Ok(())
+}
+
+/// A unified diff of each document that changed.
+fn diff(docs: &[Document], mutated: &[Value]) -> Result<String, OfflineError> {
+    let mut out = String::new();
+    for (doc, new) in docs.iter().zip(mutated) {
+        if &doc.value == new {
+            continue;
+        }
+        let (old_text, new_text) = (to_yaml(&doc.value, doc)?, to_yaml(new, doc)?);
+        let label = describe(&doc.value, doc.index);
+        let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+        let _ = write!(
+            out,
+            "{}",
+            diff.unified_diff().header(
+                &format!("{label} (original)"),
+                &format!("{label} (instrumented)")
+            )
+        );
+    }
+    Ok(out)
+}
+
+/// `value` (document `doc` or what became of it) as YAML.
+fn to_yaml(value: &Value, doc: &Document) -> Result<String, OfflineError> {
+    serde_yaml_ng::to_string(value).map_err(|e| OfflineError::Render {
+        document: describe(&doc.value, doc.index),
+        message: e.to_string(),
+    })
 }
 
 /// `explain`: per template and container, what would happen and why.
@@ -477,80 +552,30 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
     }
     for (_, _, r) in &results {
         let _ = write!(out, "{} in namespace {}: ", r.label, r.namespace);
-        match (&r.scope, &r.injection) {
+        let admission = &r.admission;
+        match (&admission.scope, &admission.injection) {
             (Scope::OutOfScope { why }, _) => {
                 let _ = writeln!(out, "left untouched: {why}.");
             }
             (Scope::Unresolvable { why }, _) => {
                 let _ = writeln!(out, "NOT instrumented, admitted as is: {why}.");
             }
-            (
-                Scope::Inject {
-                    why,
-                    settings,
-                    container_names,
-                    ..
-                },
-                Some(injection),
-            ) => {
-                match &injection.outcome {
-                    Outcome::Injected => {
-                        let _ = writeln!(out, "instrumented ({why}).");
-                        let _ = writeln!(
-                            out,
-                            "  init container {} copies {} into volume {} at {}",
-                            settings.init_container_name,
-                            settings.image,
-                            settings.volume_name,
-                            settings.mount_path
-                        );
-                        if !settings.node_selector.is_empty() {
-                            let pairs: Vec<String> = settings
-                                .node_selector
-                                .iter()
-                                .map(|(k, v)| format!("{k}={v}"))
-                                .collect();
-                            let _ = writeln!(
-                                out,
-                                "  nodeSelector {} (a key the pod sets keeps its value)",
-                                pairs.join(", ")
-                            );
-                        }
-                    }
-                    Outcome::AlreadyInjected { marker } => {
-                        let _ = writeln!(
-                            out,
-                            "already instrumented (init container {marker} present); nothing to do."
-                        );
-                    }
-                    Outcome::Skipped { reason } => {
-                        let _ = writeln!(out, "NOT instrumented: {reason}.");
-                    }
-                }
-                for c in &injection.containers {
-                    let _ = writeln!(out, "  container {}: {}", c.name, c.reason);
-                }
-                for name in &r.containers {
-                    if injection.containers.iter().any(|c| &c.name == name) {
-                        continue;
-                    }
-                    let why = if settings.sidecars.contains(name) {
-                        "not instrumented: a known sidecar"
-                    } else if container_names.is_some() {
-                        "not instrumented: not named in the container-names annotation"
-                    } else {
-                        "not instrumented: only the first app container is, unless container-names says otherwise"
-                    };
-                    let _ = writeln!(out, "  container {name}: {why}");
-                }
+            (scope @ Scope::Inject { why, .. }, Some(injection)) => {
+                explain_injection(&mut out, why, injection);
+                explain_containers(&mut out, scope, injection, &r.containers);
             }
             (Scope::Inject { .. }, None) => {}
         }
-        let warnings = r
-            .injection
+        // The headline already says why an unresolvable pod is untouched.
+        let headline = match &admission.scope {
+            Scope::Unresolvable { why } => Some(admission::not_instrumented(why)),
+            _ => None,
+        };
+        let warnings = admission
+            .warnings
             .iter()
-            .flat_map(|i| i.warnings.iter())
-            .chain(r.extra_warning.iter());
+            .filter(|w| Some(*w) != headline.as_ref())
+            .chain(r.misplaced.iter());
         for w in warnings {
             let _ = writeln!(
                 out,
@@ -560,4 +585,103 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
         }
     }
     Ok(out)
+}
+
+/// The headline of an in-scope pod, and what is added to it.
+fn explain_injection(out: &mut String, why: &str, injection: &Injection) {
+    match &injection.outcome {
+        Outcome::Injected => {
+            let _ = writeln!(out, "instrumented ({why}).");
+        }
+        Outcome::AlreadyInjected { marker } => {
+            let _ = writeln!(
+                out,
+                "already instrumented (init container {marker} present); nothing to do."
+            );
+        }
+        Outcome::Skipped { reason } => {
+            let _ = writeln!(out, "NOT instrumented: {reason}.");
+        }
+    }
+}
+
+/// The init container and nodeSelector an instrumented pod gets, then each
+/// container of the template with what happens to it.
+fn explain_containers(out: &mut String, scope: &Scope, injection: &Injection, names: &[String]) {
+    let Scope::Inject {
+        settings,
+        container_names,
+        ..
+    } = scope
+    else {
+        return;
+    };
+    if injection.outcome == Outcome::Injected {
+        let _ = writeln!(
+            out,
+            "  init container {} copies {} into volume {} at {}",
+            settings.init_container_name, settings.image, settings.volume_name, settings.mount_path
+        );
+        if !settings.node_selector.is_empty() {
+            let pairs: Vec<String> = settings
+                .node_selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  nodeSelector {} (a key the pod sets keeps its value)",
+                pairs.join(", ")
+            );
+        }
+    }
+    for c in &injection.containers {
+        let _ = writeln!(out, "  container {}: {}", c.name, c.reason);
+    }
+    for name in names {
+        if injection.containers.iter().any(|c| &c.name == name) {
+            continue;
+        }
+        let why = if settings.sidecars.contains(name) {
+            "not instrumented: a known sidecar"
+        } else if container_names.is_some() {
+            "not instrumented: not named in the container-names annotation"
+        } else {
+            "not instrumented: only the first app container is, unless container-names says otherwise"
+        };
+        let _ = writeln!(out, "  container {name}: {why}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::JsonPatch;
+
+    #[test]
+    fn a_patch_that_does_not_parse_fails_the_document_instead_of_printing_it_unchanged() {
+        let result = TemplateResult {
+            label: "Deployment app (document 1)".into(),
+            namespace: "cxtm".into(),
+            prefix: vec!["spec".into(), "template".into()],
+            admission: Admission {
+                scope: Scope::OutOfScope { why: String::new() },
+                outcome: admission::Outcome::Injected,
+                reason: String::new(),
+                injection: Some(Injection {
+                    outcome: Outcome::Injected,
+                    patch: JsonPatch::from_raw(br#"[{"op":"add""#, 1),
+                    containers: Vec::new(),
+                    warnings: Vec::new(),
+                }),
+                warnings: Vec::new(),
+            },
+            misplaced: None,
+            containers: Vec::new(),
+        };
+        let err = document_patch(&result)
+            .expect_err("broken patch")
+            .to_string();
+        assert!(err.contains("Deployment app (document 1)"), "{err}");
+    }
 }

@@ -131,89 +131,10 @@ pub fn resolve(
         annotation(pod_annotations, INJECT_PYTHON),
         annotation(namespace_annotations, INJECT_PYTHON),
     );
-    let namespace_configured = config.namespaces.iter().any(|n| n == namespace);
-
-    let (settings, why) = if value.eq_ignore_ascii_case("false") {
-        return Scope::OutOfScope {
-            why: format!("{INJECT_PYTHON} is \"false\""),
-        };
-    } else if value.is_empty() {
-        if !namespace_configured {
-            return Scope::OutOfScope {
-                why: format!(
-                    "namespace {namespace} is not configured for injection and the pod has no {INJECT_PYTHON} annotation"
-                ),
-            };
-        }
-        (
-            Arc::clone(base),
-            format!("namespace {namespace} is configured for injection"),
-        )
-    } else {
-        match parse_ref(value, namespace) {
-            InstrumentationRef::Default => {
-                let names = lookup.instrumentations_in(namespace);
-                match names.as_slice() {
-                    [] => (
-                        Arc::clone(base),
-                        format!(
-                            "{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config"
-                        ),
-                    ),
-                    [one] => match lookup.instrumentation(namespace, one, base) {
-                        Some(Ok(s)) => (
-                            Arc::new(s),
-                            format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
-                        ),
-                        Some(Err(why)) => return Scope::Unresolvable { why },
-                        None => {
-                            return Scope::Unresolvable {
-                                why: format!(
-                                    "Instrumentation {namespace}/{one} vanished during admission"
-                                ),
-                            };
-                        }
-                    },
-                    many => {
-                        return Scope::Unresolvable {
-                            why: format!(
-                                "{INJECT_PYTHON}=true but namespace {namespace} has {} Instrumentations ({}); name one in the annotation",
-                                many.len(),
-                                many.join(", ")
-                            ),
-                        };
-                    }
-                }
-            }
-            InstrumentationRef::Named {
-                namespace: ref_ns,
-                name,
-            } => {
-                if ref_ns != namespace && !config.allow_cross_namespace_instrumentation {
-                    return Scope::Unresolvable {
-                        why: format!(
-                            "{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"
-                        ),
-                    };
-                }
-                match lookup.instrumentation(&ref_ns, &name, base) {
-                    Some(Ok(s)) => (
-                        Arc::new(s),
-                        format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
-                    ),
-                    Some(Err(why)) => return Scope::Unresolvable { why },
-                    None => {
-                        return Scope::Unresolvable {
-                            why: format!(
-                                "{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"
-                            ),
-                        };
-                    }
-                }
-            }
-        }
+    let (settings, why) = match settings_for(value, namespace, config, base, lookup) {
+        Ok(chosen) => chosen,
+        Err(scope) => return scope,
     };
-
     let names = annotation(pod_annotations, PYTHON_CONTAINER_NAMES)
         .or_else(|| annotation(pod_annotations, CONTAINER_NAMES))
         .or_else(|| annotation(namespace_annotations, PYTHON_CONTAINER_NAMES))
@@ -243,6 +164,81 @@ pub fn resolve(
         container_names,
         platform,
         why,
+    }
+}
+
+/// The settings for the effective `inject-python` `value` and why the pod
+/// is in scope; `Err` with the verdict when it is not, or cannot be.
+fn settings_for(
+    value: &str,
+    namespace: &str,
+    config: &Config,
+    base: &Arc<Settings>,
+    lookup: &dyn ClusterView,
+) -> Result<(Arc<Settings>, String), Scope> {
+    if value.eq_ignore_ascii_case("false") {
+        return Err(Scope::OutOfScope {
+            why: format!("{INJECT_PYTHON} is \"false\""),
+        });
+    }
+    if value.is_empty() {
+        if !config.namespaces.iter().any(|n| n == namespace) {
+            return Err(Scope::OutOfScope {
+                why: format!(
+                    "namespace {namespace} is not configured for injection and the pod has no {INJECT_PYTHON} annotation"
+                ),
+            });
+        }
+        return Ok((
+            Arc::clone(base),
+            format!("namespace {namespace} is configured for injection"),
+        ));
+    }
+    let unresolvable = |why: String| Err(Scope::Unresolvable { why });
+    match parse_ref(value, namespace) {
+        InstrumentationRef::Default => match lookup.instrumentations_in(namespace).as_slice() {
+            [] => Ok((
+                Arc::clone(base),
+                format!(
+                    "{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config"
+                ),
+            )),
+            [one] => match lookup.instrumentation(namespace, one, base) {
+                Some(Ok(s)) => Ok((
+                    Arc::new(s),
+                    format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
+                )),
+                Some(Err(why)) => unresolvable(why),
+                None => unresolvable(format!(
+                    "Instrumentation {namespace}/{one} vanished during admission"
+                )),
+            },
+            many => unresolvable(format!(
+                "{INJECT_PYTHON}=true but namespace {namespace} has {} Instrumentations ({}); name one in the annotation",
+                many.len(),
+                many.join(", ")
+            )),
+        },
+        InstrumentationRef::Named {
+            namespace: ref_ns,
+            name,
+        } => {
+            if ref_ns != namespace && !config.allow_cross_namespace_instrumentation {
+                return unresolvable(format!(
+                    "{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"
+                ));
+            }
+            match lookup.instrumentation(&ref_ns, &name, base) {
+                Some(Ok(s)) => Ok((
+                    Arc::new(s),
+                    format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
+                )),
+                Some(Err(why)) => unresolvable(why),
+                None => unresolvable(format!(
+                    "{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"
+                )),
+            }
+        }
     }
 }
 

@@ -2,9 +2,8 @@
 //! the wire format, with no I/O. The HTTP handler, the fuzzer and the
 //! benchmarks call [`Reviewer::review`].
 
-use std::sync::Arc;
-
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, PodSpec, SecurityContext, Volume, VolumeMount,
@@ -14,36 +13,41 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
+use crate::admission::{self, Admission, Base, Context, Outcome};
 use crate::config::Config;
-use crate::inject::{self, Injection, JsonPatch, Outcome, Settings};
-use crate::policy::{self, ClusterView, Scope};
+use crate::inject::JsonPatch;
+use crate::policy::ClusterView;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
 /// A body we cannot answer with an AdmissionReview: HTTP 400.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BadReview {
+    /// The body is not JSON, or not shaped like an AdmissionReview.
     #[error("body is not a JSON AdmissionReview: {0}")]
     NotJson(String),
+    /// An AdmissionReview of another API version, or another kind of object.
     #[error(
         "expected apiVersion {API_VERSION} and kind {KIND}, got apiVersion {api_version:?} and kind {kind:?}"
     )]
     WrongType { api_version: String, kind: String },
+    /// A review without a request: nothing to answer (no uid to echo).
     #[error("AdmissionReview has no request")]
     NoRequest,
 }
 
-/// What was decided, for the log line and the metrics.
+/// What was decided, for the log line, the metrics and Events.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub uid: String,
     pub namespace: String,
     /// The pod's name, else its `generateName`, else empty.
     pub pod: String,
-    /// `injected`, `already-injected`, `skipped`, `out-of-scope`, `not-applicable`, `error`.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub reason: String,
+    /// The containers the patch instruments.
     pub containers: Vec<String>,
     pub patch_ops: usize,
     pub patch_bytes: usize,
@@ -51,6 +55,35 @@ pub struct Decision {
     pub dry_run: bool,
     /// The pod's controlling owner, for Events (the pod itself does not exist yet).
     pub owner: Option<OwnerReference>,
+}
+
+impl Decision {
+    fn new(uid: String, namespace: Option<String>, pod: String, dry_run: Option<bool>) -> Self {
+        Decision {
+            uid,
+            namespace: namespace.unwrap_or_default(),
+            pod,
+            outcome: Outcome::NotApplicable,
+            reason: String::new(),
+            containers: Vec::new(),
+            patch_ops: 0,
+            patch_bytes: 0,
+            warnings: Vec::new(),
+            dry_run: dry_run.unwrap_or_default(),
+            owner: None,
+        }
+    }
+
+    /// A pod admitted untouched because the review itself could not be used.
+    fn failed(mut self, reason: String) -> Reviewed {
+        self.outcome = Outcome::Error;
+        self.warnings.push(admission::not_instrumented(&reason));
+        self.reason = reason;
+        Reviewed {
+            body: encode_response(&self.uid, None, &self.warnings),
+            decision: self,
+        }
+    }
 }
 
 pub struct Reviewed {
@@ -62,8 +95,7 @@ pub struct Reviewed {
 /// The admission logic with its configuration and view of the cluster.
 #[derive(Clone)]
 pub struct Reviewer {
-    config: Arc<Config>,
-    settings: Arc<Settings>,
+    base: Arc<Base>,
     cluster: Arc<dyn ClusterView>,
 }
 
@@ -264,16 +296,10 @@ fn encode_response(uid: &str, patch: Option<&JsonPatch>, warnings: &[String]) ->
 
 impl Reviewer {
     pub fn new(config: Config, cluster: Arc<dyn ClusterView>) -> Self {
-        let settings = Settings::from_config(&config);
         Reviewer {
-            config: Arc::new(config),
-            settings: Arc::new(settings),
+            base: Arc::new(Base::new(config)),
             cluster,
         }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// Answers one AdmissionReview body. `Err` only when there is no review to answer.
@@ -290,79 +316,45 @@ impl Reviewer {
                     .map_err(|_| BadReview::NotJson(typed_error.to_string()))?;
                 check_type(&envelope.api_version, &envelope.kind)?;
                 let request = envelope.request.ok_or(BadReview::NoRequest)?;
-                let reason = format!("could not decode the request: {typed_error}");
-                let warnings = vec![format!("otel-injector: pod not instrumented: {reason}")];
-                Ok(Reviewed {
-                    body: encode_response(&request.uid, None, &warnings),
-                    decision: Decision {
-                        uid: request.uid,
-                        namespace: request.namespace.unwrap_or_default(),
-                        pod: request.name,
-                        outcome: "error",
-                        reason,
-                        containers: Vec::new(),
-                        patch_ops: 0,
-                        patch_bytes: 0,
-                        warnings,
-                        dry_run: request.dry_run.unwrap_or_default(),
-                        owner: None,
-                    },
-                })
+                let decision = Decision::new(
+                    request.uid,
+                    request.namespace,
+                    request.name,
+                    request.dry_run,
+                );
+                Ok(decision.failed(format!("could not decode the request: {typed_error}")))
             }
         }
     }
 
     fn decide(&self, request: IncomingRequest<MapOnly<IncomingPod>>) -> Reviewed {
-        let mut decision = Decision {
-            uid: request.uid,
-            namespace: request.namespace.unwrap_or_default(),
-            pod: request.name.clone(),
-            outcome: "not-applicable",
-            reason: String::new(),
-            containers: Vec::new(),
-            patch_ops: 0,
-            patch_bytes: 0,
-            warnings: Vec::new(),
-            dry_run: request.dry_run.unwrap_or_default(),
-            owner: None,
-        };
+        let mut decision = Decision::new(
+            request.uid,
+            request.namespace,
+            request.name.clone(),
+            request.dry_run,
+        );
         let is_pod = request.resource.group.is_empty() && request.resource.resource == "pods";
-        let is_create = request.operation == "CREATE"
-            && request
+        let sub_resource = request.sub_resource.as_deref().unwrap_or_default();
+        if !(is_pod && request.operation == "CREATE" && sub_resource.is_empty()) {
+            let sub_resource = request
                 .sub_resource
                 .as_deref()
-                .unwrap_or_default()
-                .is_empty();
-        if !(is_pod && is_create) {
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
             decision.reason = format!(
-                "not a pod CREATE ({} {}/{}{})",
-                request.operation,
-                request.resource.group,
-                request.resource.resource,
-                request
-                    .sub_resource
-                    .as_deref()
-                    .map(|s| format!("/{s}"))
-                    .unwrap_or_default()
+                "not a pod CREATE ({} {}/{}{sub_resource})",
+                request.operation, request.resource.group, request.resource.resource,
             );
             return Reviewed {
                 body: encode_response(&decision.uid, None, &[]),
                 decision,
             };
         }
-        let pod = request.object.map(|MapOnly(pod)| pod.into_pod());
-        let Some(pod) = &pod else {
-            decision.outcome = "error";
-            decision.reason = "pod CREATE review without an object".into();
-            decision.warnings.push(format!(
-                "otel-injector: pod not instrumented: {}",
-                decision.reason
-            ));
-            return Reviewed {
-                body: encode_response(&decision.uid, None, &decision.warnings),
-                decision,
-            };
+        let Some(MapOnly(pod)) = request.object else {
+            return decision.failed("pod CREATE review without an object".into());
         };
+        let pod = pod.into_pod();
         if decision.namespace.is_empty() {
             decision.namespace = pod.metadata.namespace.clone().unwrap_or_default();
         }
@@ -380,100 +372,28 @@ impl Reviewer {
                 .or_else(|| owners.first())
                 .cloned()
         });
-        let namespace = decision.namespace.clone();
-        let request_name = request.name;
-
-        let mut patch = None;
-        let ns_annotations = self.cluster.namespace_annotations(&namespace);
-        match policy::resolve(
-            pod,
-            &namespace,
-            ns_annotations.as_ref(),
-            &self.config,
-            &self.settings,
-            self.cluster.as_ref(),
-        ) {
-            Scope::OutOfScope { why } => {
-                decision.outcome = "out-of-scope";
-                decision.reason = why;
-            }
-            Scope::Unresolvable { why } => {
-                decision.outcome = "error";
-                decision
-                    .warnings
-                    .push(format!("otel-injector: pod not instrumented: {why}"));
-                decision.reason = why;
-            }
-            Scope::Inject {
-                settings,
-                container_names,
-                platform,
-                why,
-            } => {
-                let workload = self.cluster.workload(pod, &namespace);
-                let inject_request = inject::Request {
-                    namespace: &namespace,
-                    name: &request_name,
-                    container_names,
-                    platform,
-                    workload,
-                };
-                let Injection {
-                    outcome,
-                    patch: injected,
-                    containers,
-                    warnings,
-                } = inject::inject(pod, &settings, &inject_request);
-                decision.outcome = outcome.label();
-                decision.reason = match &outcome {
-                    Outcome::Injected => why,
-                    Outcome::AlreadyInjected { marker } => {
-                        format!("pod already has init container {marker}")
-                    }
-                    Outcome::Skipped { reason } => reason.clone(),
-                };
-                decision.containers = containers
-                    .into_iter()
-                    .filter(|c| c.instrumented)
-                    .map(|c| c.name)
-                    .collect();
-                decision.warnings = warnings;
-                if let Some(warning) = endpoint_warning(&settings) {
-                    decision.warnings.push(warning);
-                }
-                if !injected.is_empty() {
-                    decision.patch_ops = injected.len();
-                    decision.patch_bytes = injected.as_bytes().len();
-                    patch = Some(injected);
-                }
-            }
-        }
-        Reviewed {
-            body: encode_response(&decision.uid, patch.as_ref(), &decision.warnings),
-            decision,
-        }
+        let context = Context {
+            base: &self.base,
+            cluster: self.cluster.as_ref(),
+        };
+        let admitted = admission::admit(&pod, &decision.namespace, &request.name, context);
+        record(decision, admitted)
     }
 }
 
-/// Python's OTLP exporter over HTTP cannot talk to the gRPC port: the seed's
-/// Instrumentation had exactly this mistake, and it fails silently.
-pub fn endpoint_warning(settings: &Settings) -> Option<String> {
-    // What the container will see: configured env beats the generated values.
-    let from_env = |name: &str| {
-        settings
-            .env
-            .iter()
-            .find(|v| v.name == name)
-            .and_then(|v| v.value.as_deref())
-    };
-    let endpoint = from_env("OTEL_EXPORTER_OTLP_ENDPOINT").or(settings.endpoint.as_deref())?;
-    let protocol = from_env("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or(&settings.protocol);
-    let grpc_port = endpoint.trim_end_matches('/').ends_with(":4317");
-    (grpc_port && protocol.starts_with("http")).then(|| {
-        format!(
-            "otel-injector: OTLP endpoint {endpoint} looks like the gRPC port 4317 but the protocol is {protocol}; Python's HTTP exporter needs port 4318"
-        )
-    })
+/// The decision and the response for what admission decided.
+fn record(mut decision: Decision, admitted: Admission) -> Reviewed {
+    decision.outcome = admitted.outcome;
+    decision.containers = admitted.instrumented().map(str::to_owned).collect();
+    let patch = admitted.patch();
+    if let Some(patch) = patch {
+        decision.patch_ops = patch.len();
+        decision.patch_bytes = patch.as_bytes().len();
+    }
+    let body = encode_response(&decision.uid, patch, &admitted.warnings);
+    decision.reason = admitted.reason;
+    decision.warnings = admitted.warnings;
+    Reviewed { body, decision }
 }
 
 fn check_type(api_version: &str, kind: &str) -> Result<(), BadReview> {

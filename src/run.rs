@@ -47,23 +47,9 @@ pub fn write_certs(args: &CertsArgs) -> anyhow::Result<()> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     tls::install_crypto_provider();
+    // A bad config refuses to start here, naming the key (Config::validate).
     let config = load_config(args.config.config.as_deref())?;
-    let (cert_path, key_path) = match (&args.tls.tls_cert, &args.tls.tls_key) {
-        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
-        _ => {
-            let names = certs::service_names("otel-injector", "otel-injector");
-            let paths = certs::generate(&names)?.write(&args.tls.self_signed_dir)?;
-            tracing::info!(
-                ca = %paths.ca.display(),
-                cert = %paths.cert.display(),
-                "no --tls-cert given: serving a self-signed certificate; its CA is at {}",
-                paths.ca.display()
-            );
-            (paths.cert, paths.key)
-        }
-    };
-    let store =
-        Arc::new(CertStore::load(cert_path, key_path).context("loading the serving certificate")?);
+    let store = serving_certificate(&args)?;
     let tls_config = tls::server_config(store.clone(), args.tls.client_ca.as_deref())?;
 
     let metrics = Arc::new(Metrics::new());
@@ -72,9 +58,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     readiness.certs_loaded.store(true, Ordering::Release);
 
     let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
-    let reviewer = Reviewer::new(config, cluster);
     let app = server::router(AppState {
-        reviewer,
+        reviewer: Reviewer::new(config, cluster),
         metrics: metrics.clone(),
         body_limit: args.body_limit,
         events,
@@ -97,46 +82,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
         Duration::from_secs(args.tls.cert_reload_seconds.max(1)),
     ));
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin_app = admin::router(AdminState {
-        readiness: readiness.clone(),
-        metrics,
-    });
-    let mut admin_stop = stop_rx.clone();
-    let admin = tokio::spawn(async move {
-        let stopped = async move {
-            let _ = admin_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
-
-    let shutdown = {
-        let readiness = readiness.clone();
-        let delay = Duration::from_secs(args.shutdown_delay_seconds);
-        async move {
-            wait_for_signal().await;
-            readiness.draining.store(true, Ordering::Release);
-            tracing::info!(?delay, "signal received: not ready; draining");
-            // Keep accepting while the endpoint is withdrawn from the Service.
-            tokio::time::sleep(delay).await;
-            tokio::spawn(async {
-                wait_for_signal().await;
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(1);
-            });
-        }
-    };
+    let admin = spawn_admin(
+        admin_listener,
+        AdminState {
+            readiness: readiness.clone(),
+            metrics,
+        },
+        stop_rx,
+    );
     server::serve_tls(
         listener,
         TlsAcceptor::from(Arc::new(tls_config)),
         app,
-        shutdown,
+        drain_on_signal(readiness, Duration::from_secs(args.shutdown_delay_seconds)),
         Duration::from_secs(args.drain_seconds),
     )
     .await;
@@ -144,6 +103,63 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = admin.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The serving certificate: `--tls-cert`/`--tls-key`, else a CA and
+/// certificate made now into `--self-signed-dir`.
+fn serving_certificate(args: &ServeArgs) -> anyhow::Result<Arc<CertStore>> {
+    let (cert_path, key_path) = match (&args.tls.tls_cert, &args.tls.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let names = certs::service_names("otel-injector", "otel-injector");
+            let paths = certs::generate(&names)?.write(&args.tls.self_signed_dir)?;
+            tracing::info!(
+                ca = %paths.ca.display(),
+                cert = %paths.cert.display(),
+                "no --tls-cert given: serving a self-signed certificate; its CA is at {}",
+                paths.ca.display()
+            );
+            (paths.cert, paths.key)
+        }
+    };
+    let store = CertStore::load(cert_path, key_path).context("loading the serving certificate")?;
+    Ok(Arc::new(store))
+}
+
+/// The admin port (`/livez`, `/readyz`, `/metrics`) until `stop` turns true.
+fn spawn_admin(
+    listener: TcpListener,
+    state: AdminState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let app = admin::router(state);
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    })
+}
+
+/// Resolves when the webhook should stop accepting: after a signal, once
+/// `/readyz` has reported not ready for `delay` (so the endpoint leaves the
+/// Service first). A second signal exits at once.
+async fn drain_on_signal(readiness: Arc<Readiness>, delay: Duration) {
+    wait_for_signal().await;
+    readiness.draining.store(true, Ordering::Release);
+    tracing::info!(?delay, "signal received: not ready; draining");
+    // Keep accepting while the endpoint is withdrawn from the Service.
+    tokio::time::sleep(delay).await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
 }
 
 /// The cluster view and Event sink, or the static config alone when there is

@@ -130,7 +130,7 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
             let elapsed = started.elapsed();
             log_decision(&reviewed.decision, elapsed);
             state.metrics.observe(&reviewed.decision, elapsed);
-            let needs_attention = matches!(reviewed.decision.outcome, "error" | "skipped");
+            let needs_attention = reviewed.decision.outcome.needs_attention();
             // sideEffects: None promises nothing happens for dry runs.
             if let Some(events) = state
                 .events
@@ -171,7 +171,7 @@ fn log_decision(d: &Decision, elapsed: Duration) {
                 uid = d.uid.as_str(),
                 namespace = d.namespace.as_str(),
                 pod = d.pod.as_str(),
-                decision = d.outcome,
+                decision = d.outcome.label(),
                 reason = d.reason.as_str(),
                 containers = &*containers,
                 patch_ops = d.patch_ops,
@@ -182,10 +182,12 @@ fn log_decision(d: &Decision, elapsed: Duration) {
             )
         };
     }
-    match d.outcome {
-        "error" | "skipped" => event!(warn),
-        "not-applicable" | "out-of-scope" => event!(debug),
-        _ => event!(info),
+    if d.outcome.needs_attention() {
+        event!(warn)
+    } else if d.outcome.is_routine() {
+        event!(debug)
+    } else {
+        event!(info)
     }
 }
 

@@ -11,23 +11,29 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
+    /// A certificate, key or CA file cannot be read.
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The certificate file has no `CERTIFICATE` block.
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: String },
+    /// The key file has no private key block.
     #[error("{path} holds no PEM private key")]
     NoKey { path: String },
+    /// A file is not PEM.
     #[error("{path} is not valid PEM: {source}")]
     Pem {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The key does not belong to the certificate, or rustls cannot use them.
     #[error("certificate {cert} and key {key} do not form a usable pair: {source}")]
     Pair {
         cert: String,
@@ -35,8 +41,10 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    /// The `--client-ca` bundle cannot verify clients.
     #[error("client CA {path} is not usable: {reason}")]
     ClientCa { path: String, reason: String },
+    /// rustls refused the server configuration.
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
 }

@@ -5,8 +5,11 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams};
+use kube::core::Selector;
 
+use crate::admission;
 use crate::config::Config;
 use crate::inject::{OPERATOR_INIT_CONTAINER, REASON_ANNOTATION, STATUS_ANNOTATION};
 
@@ -57,74 +60,16 @@ fn target<'a>(pod: &'a Pod, config: &Config) -> Option<&'a Container> {
         })
 }
 
+/// What to do when the webhook did not mutate a pod.
+const RECREATE: &str = "the webhook only mutates pods when they are created: check the pod's otel-injector.io/status and otel-injector.io/reason annotations, the webhook's namespaceSelector and that it was running, then recreate the pod (kubectl rollout restart deployment/<name>)";
+
 /// The checklist for one pod (pure: no cluster access).
 pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let spec = pod.spec.clone().unwrap_or_default();
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    let recreate = "the webhook only mutates pods when they are created: check the pod's otel-injector.io/status and otel-injector.io/reason annotations, the webhook's namespaceSelector and that it was running, then recreate the pod (kubectl rollout restart deployment/<name>)";
-    let init_names = [config.init_container_name.as_str(), OPERATOR_INIT_CONTAINER];
-    let init = spec
-        .init_containers
+    let mut checks = init_container_checks(pod, config);
+    let volume = pod
+        .spec
         .iter()
-        .flatten()
-        .find(|c| init_names.contains(&c.name.as_str()));
-    let status_note = match (
-        annotations.get(STATUS_ANNOTATION),
-        annotations.get(REASON_ANNOTATION),
-    ) {
-        (Some(s), Some(r)) => format!(" (otel-injector.io/status={s}: {r})"),
-        (Some(s), None) => format!(" (otel-injector.io/status={s})"),
-        _ => String::new(),
-    };
-    checks.push(check(
-        format!("init container {} present", config.init_container_name),
-        init.is_some(),
-        init.map(|c| format!("image {}", c.image.as_deref().unwrap_or("?")))
-            .unwrap_or_else(|| format!("no auto-instrumentation init container{status_note}")),
-        recreate,
-    ));
-    if let Some(init) = init {
-        let state = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.init_container_statuses.as_ref())
-            .and_then(|all| all.iter().find(|s| s.name == init.name))
-            .and_then(|s| s.state.clone());
-        checks.push(match state {
-            Some(state) if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) => {
-                check("init container completed", true, "copied the instrumentation (exit 0)", "")
-            }
-            Some(state) if state.terminated.is_some() => {
-                let t = state.terminated.unwrap_or_default();
-                check(
-                    "init container completed",
-                    false,
-                    format!("exited {} ({})", t.exit_code, t.reason.unwrap_or_default()),
-                    "read its log (kubectl logs <pod> -c <init container>); OOMKilled: raise initContainerResources; permission denied: the volume or securityContext",
-                )
-            }
-            Some(state) if state.waiting.is_some() => {
-                let w = state.waiting.unwrap_or_default();
-                check(
-                    "init container completed",
-                    false,
-                    format!("waiting: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default()),
-                    "ImagePullBackOff/ErrImagePull: the node cannot pull the auto-instrumentation image (the seed needed nodeSelector ao-node=observability for registry access)",
-                )
-            }
-            _ => Check {
-                what: "init container completed".into(),
-                status: Status::Pending,
-                detail: "no status yet: the pod has not started".into(),
-                fix: None,
-            },
-        });
-    }
-    let volume = spec
-        .volumes
-        .iter()
-        .flatten()
+        .flat_map(|s| s.volumes.iter().flatten())
         .find(|v| v.name == config.volume_name);
     checks.push(check(
         format!("volume {} defined", config.volume_name),
@@ -134,17 +79,89 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         } else {
             "missing"
         },
-        recreate,
+        RECREATE,
     ));
-    let Some(container) = target(pod, config) else {
-        checks.push(check(
+    match target(pod, config) {
+        Some(container) => checks.extend(container_checks(container, config)),
+        None => checks.push(check(
             "an app container to check",
             false,
             "the pod has no container",
             "",
-        ));
+        )),
+    }
+    checks
+}
+
+/// The init container is there (else what the webhook said about the pod)
+/// and has completed (else why not).
+fn init_container_checks(pod: &Pod, config: &Config) -> Vec<Check> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let init_names = [config.init_container_name.as_str(), OPERATOR_INIT_CONTAINER];
+    let init = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .find(|c| init_names.contains(&c.name.as_str()));
+    let status_note = match (
+        annotations.and_then(|a| a.get(STATUS_ANNOTATION)),
+        annotations.and_then(|a| a.get(REASON_ANNOTATION)),
+    ) {
+        (Some(s), Some(r)) => format!(" (otel-injector.io/status={s}: {r})"),
+        (Some(s), None) => format!(" (otel-injector.io/status={s})"),
+        _ => String::new(),
+    };
+    let mut checks = vec![check(
+        format!("init container {} present", config.init_container_name),
+        init.is_some(),
+        init.map(|c| format!("image {}", c.image.as_deref().unwrap_or("?")))
+            .unwrap_or_else(|| format!("no auto-instrumentation init container{status_note}")),
+        RECREATE,
+    )];
+    let Some(init) = init else {
         return checks;
     };
+    let state = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == init.name))
+        .and_then(|s| s.state.clone());
+    checks.push(match state {
+        Some(state) if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) => {
+            check("init container completed", true, "copied the instrumentation (exit 0)", "")
+        }
+        Some(state) if state.terminated.is_some() => {
+            let t = state.terminated.unwrap_or_default();
+            check(
+                "init container completed",
+                false,
+                format!("exited {} ({})", t.exit_code, t.reason.unwrap_or_default()),
+                "read its log (kubectl logs <pod> -c <init container>); OOMKilled: raise initContainerResources; permission denied: the volume or securityContext",
+            )
+        }
+        Some(state) if state.waiting.is_some() => {
+            let w = state.waiting.unwrap_or_default();
+            check(
+                "init container completed",
+                false,
+                format!("waiting: {} {}", w.reason.unwrap_or_default(), w.message.unwrap_or_default()),
+                "ImagePullBackOff/ErrImagePull: the node cannot pull the auto-instrumentation image (the seed needed nodeSelector ao-node=observability for registry access)",
+            )
+        }
+        _ => Check {
+            what: "init container completed".into(),
+            status: Status::Pending,
+            detail: "no status yet: the pod has not started".into(),
+            fix: None,
+        },
+    });
+    checks
+}
+
+/// The app container: mount, env, endpoint, PYTHONPATH, entry point.
+fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
     let label = |what: &str| format!("{what} in container {}", container.name);
     let mounted = container.volume_mounts.iter().flatten().any(|m| {
         m.name == config.volume_name && m.mount_path.trim_end_matches('/') == config.mount_path
@@ -153,7 +170,7 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         label(&format!("volume mounted at {}", config.mount_path)),
         mounted,
         if mounted { "mounted" } else { "not mounted" },
-        recreate,
+        RECREATE,
     ));
 
     let required = [
@@ -176,25 +193,17 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         } else {
             format!("missing {}", missing.join(", "))
         },
-        recreate,
+        RECREATE,
     ));
 
     let endpoint = env(container, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     let protocol = env(container, "OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or("http/protobuf");
-    let port = endpoint
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap_or_default();
-    // HTTP on the gRPC port, or gRPC on the HTTP port, fails silently.
-    let consistent = !matches!(
-        (protocol.starts_with("http"), port),
-        (true, "4317") | (false, "4318")
-    );
+    // The same check admission warns with, so the two agree.
+    let mismatch = admission::endpoint_mismatch(endpoint, protocol);
     checks.push(check(
         label("endpoint port matches protocol"),
-        consistent,
-        format!("{endpoint} with {protocol}"),
+        mismatch.is_none(),
+        mismatch.unwrap_or_else(|| format!("{endpoint} with {protocol}")),
         "OTLP over HTTP (http/protobuf) is port 4318, gRPC is 4317: fix the endpoint in the config or the Instrumentation (exporter.endpoint and python.env)",
     ));
 
@@ -266,6 +275,19 @@ pub fn render(results: &[(String, Vec<Check>)]) -> (String, bool) {
     (out, ok)
 }
 
+/// The label selector that lists a Deployment's pods: `matchLabels` and
+/// `matchExpressions` both, as the Deployment controller reads it. An empty
+/// selector is refused rather than listing every pod in the namespace.
+fn pod_selector(deployment: &str, selector: Option<LabelSelector>) -> anyhow::Result<String> {
+    let selector = selector.unwrap_or_default();
+    let parsed = Selector::try_from(selector)
+        .map_err(|e| anyhow::anyhow!("deployment {deployment}: spec.selector: {e}"))?;
+    if parsed.selects_all() {
+        anyhow::bail!("deployment {deployment}: spec.selector is empty; name a pod with --pod");
+    }
+    Ok(parsed.to_string())
+}
+
 pub enum Target {
     Pod(String),
     Deployment(String),
@@ -290,15 +312,10 @@ pub async fn verify(
                 .get(name)
                 .await
                 .map_err(|e| anyhow::anyhow!("deployment {namespace}/{name}: {e}"))?;
-            let labels = deployment
-                .spec
-                .and_then(|s| s.selector.match_labels)
-                .unwrap_or_default();
-            let selector = labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let selector = pod_selector(
+                &format!("{namespace}/{name}"),
+                deployment.spec.map(|s| s.selector),
+            )?;
             pods.list(&ListParams::default().labels(&selector))
                 .await?
                 .items
@@ -495,4 +512,74 @@ pub async fn check_inside(pods: &Api<Pod>, pod: &Pod, config: &Config) -> Vec<Ch
         format!("none ran: {}", tried.join("; ")),
         "the container has no python3/python on PATH for the wrapper and sitecustomize: set commandWrapper.interpreter or fix the image",
     )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
+        LabelSelectorRequirement {
+            key: key.into(),
+            operator: operator.into(),
+            values: (!values.is_empty()).then(|| values.iter().map(|v| (*v).into()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_selector_of_match_expressions_alone_selects_only_the_deployments_pods() {
+        let selector = LabelSelector {
+            match_expressions: Some(vec![
+                requirement("app", "In", &["cxtm-logstream"]),
+                requirement("canary", "DoesNotExist", &[]),
+            ]),
+            match_labels: None,
+        };
+        let got = pod_selector("cxtm/app", Some(selector)).expect("selector");
+        assert_eq!(got, "app in (cxtm-logstream),!canary");
+    }
+
+    #[test]
+    fn labels_and_expressions_are_both_kept() {
+        let selector = LabelSelector {
+            match_expressions: Some(vec![requirement("tier", "NotIn", &["db", "cache"])]),
+            match_labels: Some([("app".to_owned(), "a".to_owned())].into()),
+        };
+        assert_eq!(
+            pod_selector("cxtm/app", Some(selector)).expect("selector"),
+            "app=a,tier notin (cache,db)"
+        );
+    }
+
+    #[test]
+    fn the_endpoint_check_reads_an_endpoint_with_a_path() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "app", "env": [
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://collector:4317/v1/traces"},
+                {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"}
+            ]}]}
+        }))
+        .expect("pod");
+        let endpoint_check = |pod: &Pod| {
+            check_pod(pod, &Config::default())
+                .into_iter()
+                .find(|c| c.what.contains("endpoint port"))
+                .map(|c| c.status)
+        };
+        assert_eq!(endpoint_check(&pod), Some(Status::Fail));
+        if let Some(env) = pod.spec.as_mut().and_then(|s| s.containers[0].env.as_mut()) {
+            env[0].value = Some("http://collector:4318/v1/traces".into());
+        }
+        assert_eq!(endpoint_check(&pod), Some(Status::Pass));
+    }
+
+    #[test]
+    fn an_empty_selector_is_refused_not_a_list_of_everything() {
+        let err = pod_selector("cxtm/app", Some(LabelSelector::default()))
+            .expect_err("empty")
+            .to_string();
+        assert!(err.contains("cxtm/app"), "{err}");
+    }
 }

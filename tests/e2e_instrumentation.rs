@@ -184,3 +184,105 @@ fn operator_instrumentation_and_annotations_work_unchanged() {
         "the log names the missing resource"
     );
 }
+
+/// An Instrumentation value the API server refuses in a pod (nothing
+/// validates the CRD's spec) used to get every pod that used it refused:
+/// `volumeLimitSize: 200MB` made each create fail with "quantities must match
+/// the regular expression". Now the pod is created, uninstrumented, with a
+/// warning and an Event that name the field and the resource; fixing the
+/// value instruments the next pod.
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
+fn an_instrumentation_value_the_api_server_refuses_no_longer_stops_pods() {
+    let plane = ControlPlane::up("guard");
+    plane.apply(&yaml_file("manifests/instrumentation/crd.yaml"));
+    eventually("the CRD to be served", Duration::from_secs(30), || {
+        plane
+            .try_kubectl(&["get", "instrumentations", "-A"], None)
+            .ok()
+    });
+    let config = plane.state_dir.join("config.yaml");
+    std::fs::write(&config, "namespaces: []\n").expect("config");
+    let webhook = Webhook::start(
+        &plane,
+        &[
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--event-interval-seconds",
+            "1",
+        ],
+    );
+    plane.namespace("cxtm", &[]);
+    plane.register_webhook(&webhook.url());
+    let mut bad = yaml_file("manifests/instrumentation/cxtm-python-instrumentation.yaml");
+    bad["spec"]["python"]["volumeLimitSize"] = json!("200MB");
+    plane.apply(&bad);
+    let value = "cxtm-python-instrumentation";
+    eventually(
+        "the webhook to see the Instrumentation",
+        Duration::from_secs(60),
+        || {
+            let (_, warnings) = plane.kubectl_with_warnings(
+                &[
+                    "create",
+                    "-n",
+                    "cxtm",
+                    "--dry-run=server",
+                    "-o",
+                    "json",
+                    "-f",
+                    "-",
+                ],
+                &opted_in_pod("probe", value).to_string(),
+            );
+            warnings.contains("volumeLimitSize").then_some(())
+        },
+    );
+
+    // Created (kubectl_with_warnings asserts success), not instrumented.
+    let (stdout, warnings) = plane.kubectl_with_warnings(
+        &["create", "-n", "cxtm", "-o", "json", "-f", "-"],
+        &opted_in_pod("cxtm-logstream", value).to_string(),
+    );
+    let created: Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(created["metadata"]["name"], "cxtm-logstream");
+    assert!(!has_init_container(&created, INIT), "{created}");
+    assert!(
+        warnings.contains("spec.python.volumeLimitSize")
+            && warnings.contains("200MB")
+            && warnings.contains("cxtm/cxtm-python-instrumentation"),
+        "the warning names the field, the value and the resource: {warnings}"
+    );
+    plane.get_pod("cxtm", "cxtm-logstream");
+    let events = eventually(
+        "an Event about the skipped pod",
+        Duration::from_secs(15),
+        || {
+            let out = plane
+                .try_kubectl(
+                    &["get", "events.events.k8s.io", "-n", "cxtm", "-o", "json"],
+                    None,
+                )
+                .ok()?;
+            out.contains("volumeLimitSize").then_some(out)
+        },
+    );
+    assert!(events.contains("InstrumentationSkipped"), "{events}");
+
+    // Fixed: the next pod is instrumented with the new value.
+    let mut fixed = bad;
+    fixed["spec"]["python"]["volumeLimitSize"] = json!("200Mi");
+    plane.apply(&fixed);
+    let pod = eventually(
+        "the fixed Instrumentation to be used",
+        Duration::from_secs(15),
+        || {
+            let pod = plane.dry_run("cxtm", &opted_in_pod("probe", value))?;
+            has_init_container(&pod, INIT).then_some(pod)
+        },
+    );
+    assert_eq!(pod["spec"]["volumes"][0]["emptyDir"]["sizeLimit"], "200Mi");
+}

@@ -324,3 +324,26 @@ fn grpc_endpoint_with_http_protocol_is_flagged() {
         out.decision.warnings
     );
 }
+
+#[test]
+fn endpoints_with_a_path_and_grpc_on_the_http_port_are_flagged() {
+    for (endpoint, protocol) in [
+        ("http://collector:4317/v1/traces", "http/protobuf"),
+        ("http://collector:4318", "grpc"),
+    ] {
+        let config = Config::from_yaml(&format!(
+            "exporter:\n  endpoint: {endpoint}\n  protocol: {protocol}\n"
+        ))
+        .expect("config");
+        let reviewer = Reviewer::new(config, Arc::new(StaticView));
+        let review = review(&fixture("seed-pod.json"), "cxtm", "u1");
+        let out = reviewer
+            .review(&serde_json::to_vec(&review).expect("json"))
+            .expect("answered");
+        assert!(
+            out.decision.warnings.iter().any(|w| w.contains(endpoint)),
+            "{endpoint} {protocol}: {:?}",
+            out.decision.warnings
+        );
+    }
+}

@@ -319,3 +319,35 @@ fn multi_container_and_init_container_targets() {
         "api,worker"
     );
 }
+
+/// An Instrumentation value the API server would refuse (nothing validates
+/// the CRD before us) admits the pod untouched, with a warning that names the
+/// field and the resource, instead of a patch that gets the pod refused.
+#[test]
+fn an_instrumentation_value_the_api_server_would_refuse_admits_the_pod_untouched() {
+    use std::sync::Arc;
+    let cluster = FileView::default().with_instrumentation(
+        "cxtm",
+        "inst",
+        json!({"python": {"volumeLimitSize": "200MB"}}),
+    );
+    let pod = app(
+        json!([]),
+        json!({"instrumentation.opentelemetry.io/inject-python": "inst"}),
+    );
+    let reviewer = otel_injector::review::Reviewer::new(Config::default(), Arc::new(cluster));
+    let body = serde_json::to_vec(&review(&pod, "cxtm", "u1")).expect("json");
+    let reviewed = reviewer.review(&body).expect("answered");
+    let answer: Value = serde_json::from_slice(&reviewed.body).expect("json");
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(
+        answer["response"].get("patch").is_none(),
+        "a patch the API server would refuse: {answer}"
+    );
+    let warnings = answer["response"]["warnings"].to_string();
+    assert!(
+        warnings.contains("spec.python.volumeLimitSize") && warnings.contains("cxtm/inst"),
+        "{warnings}"
+    );
+    assert_eq!(reviewed.decision.outcome.label(), "error");
+}

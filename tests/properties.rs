@@ -19,8 +19,11 @@ use std::sync::Arc;
 
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use otel_injector::admission::{self, Base, Context};
 use otel_injector::config::{Config, DEFAULT_IMAGE, DEFAULT_MOUNT_PATH, DEFAULT_NAME};
 use otel_injector::inject::{Injection, Outcome};
+use otel_injector::offline::{self, Document, FileView};
 use otel_injector::policy::StaticView;
 use otel_injector::review::Reviewer;
 use proptest::prelude::*;
@@ -824,6 +827,223 @@ proptest! {
         let via_wire = apply_response(&pod, &answer);
         let (pure, _) = admit(&pod).expect("admits");
         prop_assert_eq!(via_wire, pure);
+    }
+}
+
+// ---------------------------------------------------------------- three paths, one answer
+
+/// What the cluster holds besides the pod: the namespace it is created in
+/// (configured for injection or not), that namespace's annotations, the
+/// Instrumentations, and what an owner cache knows of the pod's owner.
+#[derive(Clone, Debug)]
+struct ClusterSeed {
+    namespace: &'static str,
+    inject_python: Option<&'static str>,
+    container_names: Option<&'static str>,
+    platform: Option<&'static str>,
+    /// Instrumentations in the pod's namespace: `(name, spec)`.
+    instrumentations: Vec<(&'static str, Value)>,
+    /// Whether the owner cache holds the pod's ReplicaSet/Job, and its controller.
+    owner_known: Option<Option<&'static str>>,
+}
+
+fn cluster_seed() -> impl Strategy<Value = ClusterSeed> {
+    let spec = prop_oneof![
+        Just(json!({})),
+        Just(
+            json!({"exporter": {"endpoint": "http://collector:4317/v1/traces"}, "propagators": ["b3"]})
+        ),
+        Just(
+            json!({"python": {"env": [{"name": "X", "value": "python"}], "volumeLimitSize": "300Mi"}})
+        ),
+        // Values the API server would refuse: the guard admits untouched.
+        Just(json!({"python": {"volumeLimitSize": "200MB"}})),
+        Just(json!({"imagePullPolicy": "Sometimes"})),
+    ];
+    (
+        prop_oneof![Just("cxtm"), Just("apps")],
+        prop::option::weighted(
+            0.5,
+            prop_oneof![
+                Just("true"),
+                Just("false"),
+                Just("inst"),
+                Just("apps/inst"),
+                Just("cxtm/missing")
+            ],
+        ),
+        prop::option::weighted(0.2, prop_oneof![Just("app"), Just("c0, c1")]),
+        prop::option::weighted(0.1, prop_oneof![Just("musl"), Just("windows")]),
+        prop::collection::vec((prop_oneof![Just("inst"), Just("other")], spec), 0..3),
+        prop::option::weighted(
+            0.7,
+            prop::option::weighted(
+                0.8,
+                prop_oneof![Just("Deployment"), Just("CronJob"), Just("Operator")],
+            ),
+        ),
+    )
+        .prop_map(
+            |(
+                namespace,
+                inject_python,
+                container_names,
+                platform,
+                instrumentations,
+                owner_known,
+            )| {
+                ClusterSeed {
+                    namespace,
+                    inject_python,
+                    container_names,
+                    platform,
+                    instrumentations,
+                    owner_known,
+                }
+            },
+        )
+}
+
+/// The cluster of `seed` around `pod`, twice: as a view built directly, and
+/// as the documents `mutate`/`explain` would read (the pod first).
+fn cluster_of(seed: &ClusterSeed, pod: &Value) -> (FileView, Vec<Document>) {
+    let ns = seed.namespace;
+    let mut view = FileView::default();
+    let mut as_document = pod.clone();
+    as_document["apiVersion"] = json!("v1");
+    as_document["kind"] = json!("Pod");
+    let mut docs = vec![as_document];
+    let mut annotations = Map::new();
+    for (key, value) in [
+        (
+            "instrumentation.opentelemetry.io/inject-python",
+            seed.inject_python,
+        ),
+        (
+            "instrumentation.opentelemetry.io/container-names",
+            seed.container_names,
+        ),
+        (
+            "instrumentation.opentelemetry.io/otel-python-platform",
+            seed.platform,
+        ),
+    ] {
+        if let Some(value) = value {
+            view = view.with_namespace_annotation(ns, key, value);
+            annotations.insert(key.into(), json!(value));
+        }
+    }
+    docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "annotations": annotations}}));
+    for (name, spec) in &seed.instrumentations {
+        view = view.with_instrumentation(ns, name, spec.clone());
+        docs.push(json!({
+            "apiVersion": "opentelemetry.io/v1alpha1",
+            "kind": "Instrumentation",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }));
+    }
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    if let (Some(known), Some(kind @ ("ReplicaSet" | "Job")), Some(name)) = (
+        seed.owner_known,
+        owner["kind"].as_str(),
+        owner["name"].as_str(),
+    ) {
+        let controller = known.map(|kind| OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: format!("{name}-top"),
+            uid: "top".into(),
+            controller: Some(true),
+            ..Default::default()
+        });
+        view = view.with_workload(ns, kind, name, controller.clone());
+        docs.push(json!({
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name, "namespace": ns, "ownerReferences": controller.into_iter().collect::<Vec<_>>()},
+        }));
+    }
+    let docs = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Document {
+            index: i + 1,
+            value,
+        })
+        .collect();
+    (view, docs)
+}
+
+/// The JSON Patch of an AdmissionReview response, decoded.
+fn response_patch(answer: &Value) -> Option<Value> {
+    let encoded = answer["response"]["patch"].as_str()?;
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+        .expect("patch is base64");
+    Some(serde_json::from_slice(&bytes).expect("patch is JSON"))
+}
+
+proptest! {
+    // Three copies of this join once disagreed (no namespace annotations
+    // offline, no owners in the tests): the webhook's wire path, `admit`
+    // and the offline path now decide alike, with a cluster that has
+    // namespace annotations, Instrumentations and owners.
+    #![proptest_config(proptest_config((cases() / 20).max(100)))]
+
+    #[test]
+    fn the_webhook_admit_and_offline_decide_alike(seed in pod_seed(), cluster in cluster_seed()) {
+        let mut pod = build_pod(&seed);
+        pod["metadata"]["namespace"] = json!(cluster.namespace);
+        let (view, docs) = cluster_of(&cluster, &pod);
+        let config = Config::default();
+
+        // admit, directly.
+        let typed = Pod::deserialize(&pod).expect("a pod");
+        let base = Base::new(config.clone());
+        let name = typed.metadata.name.as_deref().unwrap_or_default();
+        let direct = admission::admit(&typed, cluster.namespace, name, Context { base: &base, cluster: &view });
+        let direct_patch: Option<Value> = direct
+            .patch()
+            .map(|p| serde_json::from_slice(p.as_bytes()).expect("patch is JSON"));
+
+        // The wire: an AdmissionReview through the Reviewer.
+        let reviewer = Reviewer::new(config.clone(), Arc::new(view));
+        let body = serde_json::to_vec(&review(&pod, cluster.namespace, "uid-3")).expect("json");
+        let reviewed = reviewer.review(&body).expect("a review is answered");
+        let answer: Value = serde_json::from_slice(&reviewed.body).expect("answer is JSON");
+        prop_assert_eq!(reviewed.decision.outcome, direct.outcome);
+        prop_assert_eq!(&reviewed.decision.reason, &direct.reason);
+        prop_assert_eq!(&reviewed.decision.warnings, &direct.warnings);
+        prop_assert_eq!(
+            reviewed.decision.containers.iter().map(String::as_str).collect::<Vec<_>>(),
+            direct.instrumented().collect::<Vec<_>>()
+        );
+        prop_assert_eq!(response_patch(&answer), direct_patch.clone());
+        let warnings: Vec<String> = serde_json::from_value(
+            answer["response"].get("warnings").cloned().unwrap_or(json!([])),
+        )
+        .expect("warnings are strings");
+        prop_assert_eq!(&warnings, &direct.warnings);
+
+        // Offline: the pod and the cluster as documents, as `mutate` reads them.
+        let results = offline::admit_documents(&docs, &config, "default").expect("offline admits");
+        let (_, _, result) = results
+            .iter()
+            .find(|(d, _, _)| *d == 0)
+            .expect("the pod is admitted offline");
+        prop_assert_eq!(result.admission.outcome, direct.outcome);
+        prop_assert_eq!(&result.admission.reason, &direct.reason);
+        prop_assert_eq!(&result.admission.warnings, &direct.warnings);
+        let offline_patch: Option<Value> = result
+            .admission
+            .patch()
+            .map(|p| serde_json::from_slice(p.as_bytes()).expect("patch is JSON"));
+        prop_assert_eq!(&offline_patch, &direct_patch);
+        // And what `mutate` writes is the pod the API server would store.
+        let mut mutated = pod.clone();
+        let patch = offline::document_patch(result).expect("offline patch");
+        json_patch::patch(&mut mutated, &patch).expect("offline patch applies");
+        prop_assert_eq!(mutated, apply_response(&pod, &answer));
     }
 }
 

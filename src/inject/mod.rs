@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
     ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -119,7 +119,7 @@ pub struct Request<'a> {
 pub struct ContainerReport {
     pub name: String,
     pub instrumented: bool,
-    pub wrapped: bool,
+    /// What was done, or why not (wrapped or not, and why).
     pub reason: String,
 }
 
@@ -158,48 +158,14 @@ pub struct Injection {
 /// Computes the patch that instruments `pod`. Never fails: anything it cannot
 /// do safely becomes a skip with a reason.
 pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injection {
-    let spec = match pod.spec.as_ref() {
-        Some(spec) => spec,
-        None => return skipped(pod, Vec::new(), Vec::new(), "pod has no spec".into()),
+    let Some(spec) = pod.spec.as_ref() else {
+        return skipped(pod, Vec::new(), Vec::new(), "pod has no spec".into());
     };
-    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    if let Some(marker) = init_containers
-        .iter()
-        .map(|c| c.name.as_str())
-        .find(|n| *n == settings.init_container_name || *n == OPERATOR_INIT_CONTAINER)
-    {
-        return Injection {
-            outcome: Outcome::AlreadyInjected {
-                marker: marker.to_owned(),
-            },
-            patch: JsonPatch::empty(),
-            containers: Vec::new(),
-            warnings: Vec::new(),
-        };
+    if let Some(refusal) = refuse(pod, spec, settings) {
+        return refusal;
     }
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
-    if volumes.iter().any(|v| v.name == settings.volume_name) {
-        let reason = format!(
-            "pod already has a volume named {:?} but no init container {:?}; not injecting to avoid a clash",
-            settings.volume_name, settings.init_container_name
-        );
-        return skipped(pod, Vec::new(), vec![reason.clone()], reason);
-    }
-    // Container names are unique across containers and init containers: a
-    // second one would get the mutated pod rejected by the API server.
-    if spec
-        .containers
-        .iter()
-        .any(|c| c.name == settings.init_container_name)
-    {
-        let reason = format!(
-            "pod already has an app container named {:?}; not adding an init container of the same name",
-            settings.init_container_name
-        );
-        return skipped(pod, Vec::new(), vec![reason.clone()], reason);
-    }
-
     let mut warnings = Vec::new();
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     let targets = choose_targets(
         &spec.containers,
         init_containers,
@@ -207,106 +173,195 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         request,
         &mut warnings,
     );
-    let mut reports = Vec::new();
-    let mut patch = PatchBuilder::default();
-    let pythonpath_prefix = settings.pythonpath_prefix();
-    let service_name = workload::service_name(pod, request.workload.as_ref(), request.name);
     let fallback_workload = workload::workload_from_names(pod);
-    let workload = request.workload.as_ref().or(fallback_workload.as_ref());
+    let shared = Shared {
+        pod,
+        settings,
+        request,
+        service_name: workload::service_name(pod, request.workload.as_ref(), request.name),
+        workload: request.workload.as_ref().or(fallback_workload.as_ref()),
+        pythonpath_prefix: settings.pythonpath_prefix(),
+    };
+    let mut patch = PatchBuilder::default();
+    let reports: Vec<ContainerReport> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| targets.contains(index))
+        .map(|(index, container)| instrument_container(&mut patch, index, container, &shared))
+        .collect();
 
-    for (index, container) in spec.containers.iter().enumerate() {
-        if !targets.contains(&index) {
-            continue;
-        }
-        match plan_container(container, settings, &pythonpath_prefix) {
-            Err(reason) => reports.push(ContainerReport {
-                name: container.name.clone(),
-                instrumented: false,
-                wrapped: false,
-                reason,
-            }),
-            Ok(plan) => {
-                let mut base = String::with_capacity(48);
-                base.push_str("/spec/containers/");
-                base.push_str(itoa::Buffer::new().format(index));
-                base.push('/');
-                // `format!` costs several times a push_str here, and a review builds ~15 paths.
-                let path = |rest: &str| {
-                    let mut path = String::with_capacity(base.len() + rest.len() + 8);
-                    path.push_str(&base);
-                    path.push_str(rest);
-                    path
-                };
-                let mount = VolumeMount {
-                    mount_path: settings.mount_path.clone(),
-                    name: settings.volume_name.clone(),
-                    ..Default::default()
-                };
-                patch.append(
-                    &path("volumeMounts"),
-                    container.volume_mounts.is_some(),
-                    &mount,
-                );
-                if let Some((env_index, value)) = plan.pythonpath_update {
-                    let mut env_path = path("env/");
-                    env_path.push_str(itoa::Buffer::new().format(env_index));
-                    env_path.push_str("/value");
-                    patch.add(&env_path, &value);
-                }
-                let generated = generated_env(
-                    pod,
-                    container,
-                    settings,
-                    request,
-                    &service_name,
-                    workload,
-                    &pythonpath_prefix,
-                );
-                patch.add_env(&path("env"), container.env.is_some(), &generated);
-                let (wrapped, reason) = match plan.wrap {
-                    Wrap::Wrapped(new_command) => {
-                        patch.add(&path("command"), &new_command);
-                        (
-                            true,
-                            "instrumented; command wrapped with opentelemetry-instrument"
-                                .to_owned(),
-                        )
-                    }
-                    Wrap::NotWrapped(why) => {
-                        (false, format!("instrumented; command not wrapped: {why}"))
-                    }
-                };
-                reports.push(ContainerReport {
-                    name: container.name.clone(),
-                    instrumented: true,
-                    wrapped,
-                    reason,
-                });
-            }
-        }
-    }
-
-    let instrumented: Vec<&ContainerReport> = reports.iter().filter(|r| r.instrumented).collect();
-    if instrumented.is_empty() {
+    let Some(first) = reports.iter().find(|r| r.instrumented) else {
         let reason = if reports.is_empty() {
             "no container to instrument".to_owned()
         } else {
-            reports
-                .iter()
-                .map(|r| format!("{}: {}", r.name, r.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
+            describe(&reports)
         };
         warnings.push(format!("otel-injector: pod not instrumented: {reason}"));
         return skipped(pod, reports, warnings, reason);
-    }
-
+    };
     // Pod-level additions come after the containers so container indexes stay valid.
-    let first = instrumented[0];
+    add_init_container_and_volume(&mut patch, spec, settings, request, &first.name);
+    add_node_selector(
+        &mut patch,
+        spec.node_selector.as_ref(),
+        &settings.node_selector,
+        &mut warnings,
+    );
+    let names: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.instrumented)
+        .map(|r| r.name.as_str())
+        .collect();
+    status_annotations(
+        &mut patch,
+        pod,
+        "injected",
+        &names.join(","),
+        &describe(&reports),
+    );
+    Injection {
+        outcome: Outcome::Injected,
+        patch: patch.build(),
+        containers: reports,
+        warnings,
+    }
+}
+
+/// `container: reason` for each report, joined.
+fn describe(reports: &[ContainerReport]) -> String {
+    reports
+        .iter()
+        .map(|r| format!("{}: {}", r.name, r.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The pod as a whole cannot (or need not) be injected: it already is, or
+/// our volume or init container name is taken.
+fn refuse(pod: &Pod, spec: &PodSpec, settings: &Settings) -> Option<Injection> {
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    if let Some(marker) = init_containers
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| *n == settings.init_container_name || *n == OPERATOR_INIT_CONTAINER)
+    {
+        return Some(Injection {
+            outcome: Outcome::AlreadyInjected {
+                marker: marker.to_owned(),
+            },
+            patch: JsonPatch::empty(),
+            containers: Vec::new(),
+            warnings: Vec::new(),
+        });
+    }
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    let reason = if volumes.iter().any(|v| v.name == settings.volume_name) {
+        format!(
+            "pod already has a volume named {:?} but no init container {:?}; not injecting to avoid a clash",
+            settings.volume_name, settings.init_container_name
+        )
+    } else if spec
+        .containers
+        .iter()
+        .any(|c| c.name == settings.init_container_name)
+    {
+        // Container names are unique across containers and init containers:
+        // a second one would get the mutated pod rejected by the API server.
+        format!(
+            "pod already has an app container named {:?}; not adding an init container of the same name",
+            settings.init_container_name
+        )
+    } else {
+        return None;
+    };
+    Some(skipped(pod, Vec::new(), vec![reason.clone()], reason))
+}
+
+/// What every instrumented container of one pod shares.
+struct Shared<'a> {
+    pod: &'a Pod,
+    settings: &'a Settings,
+    request: &'a Request<'a>,
+    service_name: String,
+    workload: Option<&'a Workload>,
+    pythonpath_prefix: String,
+}
+
+/// Adds the mount, env and wrapped command of one container to the patch,
+/// or says why it is left alone.
+fn instrument_container(
+    patch: &mut PatchBuilder,
+    index: usize,
+    container: &Container,
+    shared: &Shared<'_>,
+) -> ContainerReport {
+    let settings = shared.settings;
+    let plan = match plan_container(container, settings, &shared.pythonpath_prefix) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            return ContainerReport {
+                name: container.name.clone(),
+                instrumented: false,
+                reason,
+            };
+        }
+    };
+    let mut base = String::with_capacity(48);
+    base.push_str("/spec/containers/");
+    base.push_str(itoa::Buffer::new().format(index));
+    base.push('/');
+    // `format!` costs several times a push_str here, and a review builds ~15 paths.
+    let path = |rest: &str| {
+        let mut path = String::with_capacity(base.len() + rest.len() + 8);
+        path.push_str(&base);
+        path.push_str(rest);
+        path
+    };
+    let mount = VolumeMount {
+        mount_path: settings.mount_path.clone(),
+        name: settings.volume_name.clone(),
+        ..Default::default()
+    };
+    patch.append(
+        &path("volumeMounts"),
+        container.volume_mounts.is_some(),
+        &mount,
+    );
+    if let Some((env_index, value)) = plan.pythonpath_update {
+        let mut env_path = path("env/");
+        env_path.push_str(itoa::Buffer::new().format(env_index));
+        env_path.push_str("/value");
+        patch.add(&env_path, &value);
+    }
+    let generated = generated_env(container, shared);
+    patch.add_env(&path("env"), container.env.is_some(), &generated);
+    let reason = match plan.wrap {
+        Wrap::Wrapped(new_command) => {
+            patch.add(&path("command"), &new_command);
+            "instrumented; command wrapped with opentelemetry-instrument".to_owned()
+        }
+        Wrap::NotWrapped(why) => format!("instrumented; command not wrapped: {why}"),
+    };
+    ContainerReport {
+        name: container.name.clone(),
+        instrumented: true,
+        reason,
+    }
+}
+
+/// The init container that copies the instrumentation, and its volume.
+fn add_init_container_and_volume(
+    patch: &mut PatchBuilder,
+    spec: &PodSpec,
+    settings: &Settings,
+    request: &Request<'_>,
+    first_instrumented: &str,
+) {
     let security_context = spec
         .containers
         .iter()
-        .find(|c| c.name == first.name)
+        .find(|c| c.name == first_instrumented)
         .and_then(|c| c.security_context.clone());
     let platform = request.platform.unwrap_or(settings.platform);
     let init = Container {
@@ -344,26 +399,6 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         ..Default::default()
     };
     patch.append("/spec/volumes", spec.volumes.is_some(), &volume);
-    add_node_selector(
-        &mut patch,
-        spec.node_selector.as_ref(),
-        &settings.node_selector,
-        &mut warnings,
-    );
-
-    let names: Vec<&str> = instrumented.iter().map(|r| r.name.as_str()).collect();
-    let reason = reports
-        .iter()
-        .map(|r| format!("{}: {}", r.name, r.reason))
-        .collect::<Vec<_>>()
-        .join("; ");
-    status_annotations(&mut patch, pod, "injected", &names.join(","), &reason);
-    Injection {
-        outcome: Outcome::Injected,
-        patch: patch.build(),
-        containers: reports,
-        warnings,
-    }
 }
 
 fn skipped(
@@ -557,15 +592,30 @@ fn field_ref(name: &str, path: &str) -> EnvVar {
 /// The env vars to append to one container, in the order that makes
 /// `$(VAR)` references resolve (`OTEL_RESOURCE_ATTRIBUTES` after the vars it
 /// uses). Precedence: the container's own env > `settings.env` > generated.
-fn generated_env(
-    pod: &Pod,
-    container: &Container,
-    settings: &Settings,
-    request: &Request<'_>,
-    service_name: &str,
-    workload: Option<&Workload>,
-    pythonpath_prefix: &str,
-) -> Vec<EnvVar> {
+fn generated_env(container: &Container, shared: &Shared<'_>) -> Vec<EnvVar> {
+    let settings = shared.settings;
+    let (mut generated, extra_at) = exporter_env(settings, &shared.pythonpath_prefix);
+    if settings.kubernetes_resource_attributes {
+        generated.push(field_ref(
+            "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+            "metadata.name",
+        ));
+        generated.push(field_ref(
+            "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
+            "spec.nodeName",
+        ));
+    }
+    generated.push(plain(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        resource_attributes(container, shared),
+    ));
+    generated.push(plain("OTEL_SERVICE_NAME", shared.service_name.as_str()));
+    with_overrides(generated, extra_at, &settings.env, container)
+}
+
+/// `PYTHONPATH`, the exporters and the SDK's settings; and the index where
+/// the config's extra env goes (after the exporters).
+fn exporter_env(settings: &Settings, pythonpath_prefix: &str) -> (Vec<EnvVar>, usize) {
     let mut generated: Vec<EnvVar> = Vec::with_capacity(16);
     generated.push(plain(
         "PYTHONPATH",
@@ -595,6 +645,15 @@ fn generated_env(
             generated.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
         }
     }
+    (generated, extra_at)
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES`: the configured ones first, then the
+/// operator's `k8s.*` names, `service.version` and `service.namespace`
+/// (the first value of a key wins).
+fn resource_attributes(container: &Container, shared: &Shared<'_>) -> String {
+    let settings = shared.settings;
+    let namespace = shared.request.namespace;
     // Borrowed where possible: this runs once per container on every review.
     let mut attributes: Vec<(&str, Cow<'_, str>)> =
         Vec::with_capacity(settings.resource_attributes.len() + 8);
@@ -605,16 +664,8 @@ fn generated_env(
             .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
     );
     if settings.kubernetes_resource_attributes {
-        generated.push(field_ref(
-            "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
-            "metadata.name",
-        ));
-        generated.push(field_ref(
-            "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
-            "spec.nodeName",
-        ));
         attributes.push(("k8s.container.name", Cow::Borrowed(&container.name)));
-        attributes.push(("k8s.namespace.name", Cow::Borrowed(request.namespace)));
+        attributes.push(("k8s.namespace.name", Cow::Borrowed(namespace)));
         attributes.push((
             "k8s.node.name",
             Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)"),
@@ -623,21 +674,21 @@ fn generated_env(
             "k8s.pod.name",
             Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)"),
         ));
-        if let Some((key, w)) = workload.and_then(|w| Some((w.attribute_key()?, w))) {
+        if let Some((key, w)) = shared.workload.and_then(|w| Some((w.attribute_key()?, w))) {
             attributes.push((key, Cow::Borrowed(&w.name)));
         }
         attributes.push((
             "service.instance.id",
             Cow::Owned(format!(
-                "{}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}",
-                request.namespace, container.name
+                "{namespace}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}",
+                container.name
             )),
         ));
     }
-    if let Some(version) = workload::service_version(pod, container.image.as_deref()) {
+    if let Some(version) = workload::service_version(shared.pod, container.image.as_deref()) {
         attributes.push(("service.version", Cow::Owned(version)));
     }
-    attributes.push(("service.namespace", Cow::Borrowed(request.namespace)));
+    attributes.push(("service.namespace", Cow::Borrowed(namespace)));
     let mut joined = String::with_capacity(320);
     for (k, v) in first_per_key(&attributes, |(k, _)| k) {
         if !joined.is_empty() {
@@ -647,11 +698,19 @@ fn generated_env(
         joined.push('=');
         joined.push_str(v);
     }
-    generated.push(plain("OTEL_RESOURCE_ATTRIBUTES", joined));
-    generated.push(plain("OTEL_SERVICE_NAME", service_name));
+    joined
+}
 
-    // settings.env replaces a generated var in place, and the rest go after the exporters.
-    let overrides = first_per_key(&settings.env, |v| &v.name);
+/// `generated` with the configured env applied: a configured var replaces a
+/// generated one in place, the rest go in at `extra_at`; then whatever the
+/// container sets itself is dropped (its own value wins).
+fn with_overrides(
+    generated: Vec<EnvVar>,
+    extra_at: usize,
+    configured: &[EnvVar],
+    container: &Container,
+) -> Vec<EnvVar> {
+    let overrides = first_per_key(configured, |v| &v.name);
     let is_generated = |name: &str| generated.iter().any(|g| g.name == name);
     let mut ordered = Vec::with_capacity(generated.len() + overrides.len());
     let extra: Vec<EnvVar> = overrides

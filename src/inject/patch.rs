@@ -48,10 +48,19 @@ impl JsonPatch {
     }
 
     /// The patch as `json_patch` operations, to apply it or rewrite its paths.
-    pub fn to_operations(&self) -> json_patch::Patch {
-        // Our own output of JSON Patch `add` operations always parses back;
-        // an empty patch is the harmless answer should it not.
-        serde_json::from_slice(&self.json).unwrap_or(json_patch::Patch(Vec::new()))
+    /// An error (which would be a bug in the builder) is returned rather than
+    /// an empty patch: callers would print or apply "nothing to do" instead.
+    pub fn to_operations(&self) -> Result<json_patch::Patch, serde_json::Error> {
+        serde_json::from_slice(&self.json)
+    }
+
+    /// A patch from raw text, for tests of what happens when one is broken.
+    #[cfg(test)]
+    pub(crate) fn from_raw(json: &[u8], ops: usize) -> Self {
+        JsonPatch {
+            json: json.to_vec(),
+            ops,
+        }
     }
 }
 
@@ -195,14 +204,6 @@ impl PatchBuilder {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ops == 0
-    }
-
-    pub fn len(&self) -> usize {
-        self.ops
-    }
-
     pub fn build(mut self) -> JsonPatch {
         self.json.push(b']');
         JsonPatch {
@@ -288,7 +289,7 @@ mod tests {
         generic.append("/e", true, &from);
         generic.add("/f", &vars);
         assert_eq!(direct.build(), generic.build(), "same bytes as serde");
-        let ops = patch.to_operations();
+        let ops = patch.to_operations().expect("parses back");
         assert_eq!(ops.0.len(), 4);
         let back: serde_json::Value = serde_json::from_slice(patch.as_bytes()).expect("json");
         assert_eq!(
@@ -308,7 +309,7 @@ mod tests {
         let path = pointer(["spec", "nodeSelector", "odd\"key\\"]);
         b.add(&path, "v");
         b.append(&path, true, "w");
-        let ops = b.build().to_operations();
+        let ops = b.build().to_operations().expect("parses back");
         let paths: Vec<String> = ops
             .0
             .iter()
@@ -324,6 +325,12 @@ mod tests {
                 "/spec/nodeSelector/odd\"key\\/-"
             ]
         );
+    }
+
+    #[test]
+    fn a_patch_that_does_not_parse_back_is_an_error_not_an_empty_patch() {
+        let broken = JsonPatch::from_raw(br#"[{"op":"add","path":"/a""#, 1);
+        assert!(broken.to_operations().is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and `service.version`, derived the way the OpenTelemetry Operator does.
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 pub const SERVICE_NAME_ANNOTATION: &str = "resource.opentelemetry.io/service.name";
 pub const SERVICE_VERSION_ANNOTATION: &str = "resource.opentelemetry.io/service.version";
@@ -75,6 +76,49 @@ pub fn workload_from_names(pod: &Pod) -> Option<Workload> {
         },
     };
     Some(workload)
+}
+
+/// The controlling owner of an object: the one marked `controller`, else the first.
+pub fn controller(owners: Option<&[OwnerReference]>) -> Option<&OwnerReference> {
+    let owners = owners?;
+    owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first())
+}
+
+/// The pod's top-level workload from a cache of ReplicaSets and Jobs:
+/// `controller_of(kind, name)` is `Some(controller)` for a ReplicaSet or Job
+/// the cache holds (`Some(None)` when it has no controller), `None` when it
+/// does not hold it. A ReplicaSet owned by a Deployment gives the
+/// Deployment, a Job owned by a CronJob the CronJob; other owners are the
+/// workload themselves. `None` when the cache does not know the owner yet
+/// (the caller then falls back to [`workload_from_names`]).
+pub fn from_owners(
+    pod: &Pod,
+    controller_of: impl Fn(&str, &str) -> Option<Option<OwnerReference>>,
+) -> Option<Workload> {
+    let owner = controller(pod.metadata.owner_references.as_deref())?;
+    let parent_kind = match owner.kind.as_str() {
+        "ReplicaSet" => "Deployment",
+        "Job" => "CronJob",
+        other => {
+            return Some(Workload {
+                kind: other.to_owned(),
+                name: owner.name.clone(),
+            });
+        }
+    };
+    Some(match controller_of(&owner.kind, &owner.name)? {
+        Some(parent) if parent.kind == parent_kind => Workload {
+            kind: parent.kind,
+            name: parent.name,
+        },
+        _ => Workload {
+            kind: owner.kind.clone(),
+            name: owner.name.clone(),
+        },
+    })
 }
 
 /// CronJob controllers name their Jobs `<cronjob>-<minutes since epoch>`.

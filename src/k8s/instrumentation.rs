@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
+use crate::guard;
 use crate::inject::{Sampler, Settings};
 
 pub const GROUP: &str = "opentelemetry.io";
@@ -89,9 +90,41 @@ pub fn settings_for(
     spec: Option<&serde_json::Value>,
     base: &Settings,
 ) -> Result<Settings, String> {
-    decode_spec(spec)
-        .map(|spec| merge(&spec, base))
-        .map_err(|e| format!("Instrumentation {namespace}/{name} has an invalid spec: {e}"))
+    let spec = decode_spec(spec)
+        .map_err(|e| format!("Instrumentation {namespace}/{name} has an invalid spec: {e}"))?;
+    // Nothing validates an Instrumentation before us (the CRD keeps unknown
+    // fields and types values loosely): a value the API server refuses would
+    // get every pod using it refused, so such a resource is not used at all.
+    check(&spec).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        format!(
+            "Instrumentation {namespace}/{name} has a value the API server would refuse in the pod: {}",
+            listed.join("; ")
+        )
+    })?;
+    Ok(merge(&spec, base))
+}
+
+/// The spec's values that go into the pod, under their field paths.
+pub fn check(spec: &InstrumentationSpec) -> Result<(), Vec<guard::Problem>> {
+    let mut c = guard::Checker::default();
+    if let Some(policy) = spec.image_pull_policy.as_deref().filter(|p| !p.is_empty()) {
+        c.pull_policy("spec.imagePullPolicy", policy);
+    }
+    c.env("spec.env", spec.env.as_deref().unwrap_or_default());
+    if let Some(python) = &spec.python {
+        if let Some(image) = python.image.as_deref().filter(|i| !i.is_empty()) {
+            c.image("spec.python.image", image);
+        }
+        c.env("spec.python.env", python.env.as_deref().unwrap_or_default());
+        if let Some(resources) = &python.resource_requirements {
+            c.resources("spec.python.resourceRequirements", resources);
+        }
+        if let Some(size) = &python.volume_limit_size {
+            c.size_limit("spec.python.volumeLimitSize", &size.0);
+        }
+    }
+    c.into_result()
 }
 
 /// The names of the Instrumentations in `namespace`, sorted, out of the
@@ -262,6 +295,42 @@ mod tests {
         assert_eq!(names_in("cxtm", resources), vec!["a", "b"]);
         assert_eq!(names_in("other", resources), vec!["a"]);
         assert!(names_in("none", resources).is_empty());
+    }
+
+    #[test]
+    fn a_value_the_api_server_would_refuse_names_the_field_and_the_resource() {
+        let base = Settings::from_config(&Config::default());
+        let cases = [
+            (
+                serde_json::json!({"python": {"volumeLimitSize": "200MB"}}),
+                "spec.python.volumeLimitSize",
+            ),
+            (
+                serde_json::json!({"imagePullPolicy": "Sometimes"}),
+                "spec.imagePullPolicy",
+            ),
+            (
+                serde_json::json!({"python": {"image": " example.com/python:1"}}),
+                "spec.python.image",
+            ),
+            (
+                serde_json::json!({"python": {"resourceRequirements": {"limits": {"memory": "lots"}}}}),
+                "spec.python.resourceRequirements.limits.memory",
+            ),
+            (
+                serde_json::json!({"env": [{"name": "OK", "value": "1"}, {"name": "NOT OK", "value": "2"}]}),
+                "spec.env[1].name",
+            ),
+            (
+                serde_json::json!({"python": {"env": [{"name": "9LIVES"}]}}),
+                "spec.python.env[0].name",
+            ),
+        ];
+        for (spec, field) in cases {
+            let err = settings_for("cxtm", "inst", Some(&spec), &base).expect_err(field);
+            assert!(err.contains(field), "{spec}: {err}");
+            assert!(err.contains("Instrumentation cxtm/inst"), "{spec}: {err}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::{Arc, RwLock};
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,17 +17,30 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use super::instrumentation;
-use crate::inject::{Settings, Workload};
+use crate::inject::Settings;
+use crate::inject::workload::{self, Workload};
 use crate::policy::ClusterView;
 
 type MetaStore<K> = Store<PartialObjectMeta<K>>;
 
+/// Where the Instrumentation watch stands.
+#[derive(Clone)]
+enum InstrumentationWatch {
+    /// Not yet known whether the CRD is installed and readable.
+    Probing,
+    /// The CRD is absent or not readable: the static config serves, and the
+    /// probe goes on in the background.
+    Unavailable,
+    Watching(Store<DynamicObject>),
+}
+
 /// Snapshots of the cluster, filled by watches started in [`KubeView::start`].
 #[derive(Clone)]
 pub struct KubeView {
-    instrumentations: Arc<RwLock<Option<Store<DynamicObject>>>>,
+    instrumentations: watch::Receiver<InstrumentationWatch>,
     namespaces: Option<MetaStore<Namespace>>,
     replicasets: Option<MetaStore<ReplicaSet>>,
     jobs: Option<MetaStore<Job>>,
@@ -81,8 +94,9 @@ where
 impl KubeView {
     /// Starts the watches. Returns at once; [`KubeView::wait_synced`] tells when they have listed.
     pub async fn start(client: Client) -> Self {
+        let (slot, instrumentations) = watch::channel(InstrumentationWatch::Probing);
         let view = KubeView {
-            instrumentations: Arc::new(RwLock::new(None)),
+            instrumentations,
             namespaces: watch_metadata(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 "namespaces",
@@ -95,15 +109,15 @@ impl KubeView {
             .await,
             jobs: watch_metadata(Api::<PartialObjectMeta<Job>>::all(client.clone()), "jobs").await,
         };
-        tokio::spawn(watch_instrumentations(
-            client,
-            view.instrumentations.clone(),
-        ));
+        tokio::spawn(watch_instrumentations(client, slot));
         view
     }
 
-    /// Waits until namespaces, ReplicaSets and Jobs have been listed, and the
-    /// Instrumentations too when their CRD is readable.
+    /// Waits until namespaces, ReplicaSets and Jobs have been listed, and
+    /// the Instrumentations too unless their CRD is not installed (or not
+    /// readable). No fixed deadline: reporting ready before the
+    /// Instrumentations are known would give a pod annotated
+    /// `inject-python: true` the static config, silently.
     pub async fn wait_synced(&self) {
         if let Some(store) = &self.namespaces {
             let _ = store.wait_until_ready().await;
@@ -114,16 +128,13 @@ impl KubeView {
         if let Some(store) = &self.jobs {
             let _ = store.wait_until_ready().await;
         }
-        // Give the Instrumentation probe a moment to decide whether the CRD exists.
-        for _ in 0..50 {
-            let store = self.instrumentations.read().ok().and_then(|s| s.clone());
-            match store {
-                Some(store) => {
-                    let _ = store.wait_until_ready().await;
-                    return;
-                }
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
+        let mut state = self.instrumentations.clone();
+        let decided = state
+            .wait_for(|s| !matches!(s, InstrumentationWatch::Probing))
+            .await
+            .map(|s| s.clone());
+        if let Ok(InstrumentationWatch::Watching(store)) = decided {
+            let _ = store.wait_until_ready().await;
         }
     }
 
@@ -132,36 +143,50 @@ impl KubeView {
     }
 
     fn instrumentation_store(&self) -> Option<Store<DynamicObject>> {
-        self.instrumentations.read().ok().and_then(|s| s.clone())
+        match &*self.instrumentations.borrow() {
+            InstrumentationWatch::Watching(store) => Some(store.clone()),
+            InstrumentationWatch::Probing | InstrumentationWatch::Unavailable => None,
+        }
     }
 }
 
+/// How soon the probe is repeated after an error that says nothing about the
+/// CRD (API server unreachable, 5xx): quickly at first, as readiness waits on it.
+const PROBE_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The slowest probe: after errors, and while the CRD is absent.
+const PROBE_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Probes for the CRD (and our RBAC on it); watches once readable, and keeps
 /// probing every minute otherwise, so installing the CRD later needs no restart.
-async fn watch_instrumentations(client: Client, slot: Arc<RwLock<Option<Store<DynamicObject>>>>) {
+async fn watch_instrumentations(client: Client, slot: watch::Sender<InstrumentationWatch>) {
     let resource = instrumentation::api_resource();
     let api = Api::<DynamicObject>::all_with(client, &resource);
-    let mut said_absent = false;
+    let mut retry = PROBE_RETRY_FIRST;
     loop {
         match api.list(&ListParams::default().limit(1)).await {
             Ok(_) => break,
             Err(e) if is_absent_or_forbidden(&e) => {
-                if !said_absent {
+                let first = slot.send_if_modified(|state| {
+                    let probing = matches!(state, InstrumentationWatch::Probing);
+                    if probing {
+                        *state = InstrumentationWatch::Unavailable;
+                    }
+                    probing
+                });
+                if first {
                     tracing::info!(error = %e, "Instrumentation resources (opentelemetry.io/v1alpha1) are not installed or not readable; serving with the static config, checking again every minute");
-                    said_absent = true;
                 }
+                retry = PROBE_RETRY_MAX;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot list Instrumentation resources; retrying in a minute")
+                tracing::warn!(error = %e, ?retry, "cannot list Instrumentation resources; retrying")
             }
         }
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(PROBE_RETRY_MAX);
     }
     let writer = reflector::store::Writer::new(resource.clone());
-    let reader = writer.as_reader();
-    if let Ok(mut guard) = slot.write() {
-        *guard = Some(reader);
-    }
+    slot.send_replace(InstrumentationWatch::Watching(writer.as_reader()));
     tracing::info!("watching Instrumentation resources");
     reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
         .for_each(|event| async move {
@@ -170,16 +195,6 @@ async fn watch_instrumentations(client: Client, slot: Arc<RwLock<Option<Store<Dy
             }
         })
         .await;
-}
-
-fn controller(
-    owners: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>,
-) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    let owners = owners?;
-    owners
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .or_else(|| owners.first())
 }
 
 impl ClusterView for KubeView {
@@ -226,44 +241,89 @@ impl ClusterView for KubeView {
     }
 
     fn workload(&self, pod: &Pod, namespace: &str) -> Option<Workload> {
-        let owner = controller(pod.metadata.owner_references.as_ref())?;
-        let (kind, parent_kind) = match owner.kind.as_str() {
-            "ReplicaSet" => {
-                let rs = self
-                    .replicasets
-                    .as_ref()?
-                    .get(&ObjectRef::new(&owner.name).within(namespace))?;
-                (
-                    controller(rs.metadata.owner_references.as_ref()).cloned(),
-                    "Deployment",
-                )
+        workload::from_owners(pod, |kind, name| {
+            let owners = |meta: &kube::core::ObjectMeta| {
+                workload::controller(meta.owner_references.as_deref()).cloned()
+            };
+            match kind {
+                "ReplicaSet" => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    Some(owners(&self.replicasets.as_ref()?.get(&key)?.metadata))
+                }
+                "Job" => {
+                    let key = ObjectRef::new(name).within(namespace);
+                    Some(owners(&self.jobs.as_ref()?.get(&key)?.metadata))
+                }
+                _ => None,
             }
-            "Job" => {
-                let job = self
-                    .jobs
-                    .as_ref()?
-                    .get(&ObjectRef::new(&owner.name).within(namespace))?;
-                (
-                    controller(job.metadata.owner_references.as_ref()).cloned(),
-                    "CronJob",
-                )
-            }
-            other => {
-                return Some(Workload {
-                    kind: other.to_owned(),
-                    name: owner.name.clone(),
-                });
-            }
-        };
-        Some(match kind {
-            Some(parent) if parent.kind == parent_kind => Workload {
-                kind: parent.kind,
-                name: parent.name,
-            },
-            _ => Workload {
-                kind: owner.kind.clone(),
-                name: owner.name.clone(),
-            },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use axum::http::{Request, Response, StatusCode};
+    use tokio::sync::watch;
+
+    use super::*;
+
+    /// A fake API server: lists of namespaces, ReplicaSets and Jobs answer at
+    /// once and empty; watches never answer; the Instrumentation list answers
+    /// with `instrumentations` once it holds `Some` (the status code).
+    fn fake_cluster(instrumentations: watch::Receiver<Option<u16>>) -> Client {
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let mut rx = instrumentations.clone();
+            async move {
+                let uri = request.uri().to_string();
+                if uri.contains("watch=true") {
+                    std::future::pending::<()>().await;
+                }
+                let status = if uri.contains("instrumentations") {
+                    let answer = rx.wait_for(Option::is_some).await.map(|s| *s);
+                    answer.ok().flatten().unwrap_or(500)
+                } else {
+                    200
+                };
+                let body = if status == 200 {
+                    br#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#.to_vec()
+                } else {
+                    format!(r#"{{"apiVersion":"v1","kind":"Status","status":"Failure","code":{status},"reason":"NotFound","message":"the server could not find the requested resource"}}"#).into_bytes()
+                };
+                let mut response = Response::new(kube::client::Body::from(body));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    // The clock is paused: tokio moves it on whenever every task waits, so
+    // "not synced after ten minutes" is decided without waiting, and exactly.
+    #[tokio::test(start_paused = true)]
+    async fn not_synced_while_the_instrumentation_list_is_unanswered() {
+        let (answer, rx) = watch::channel(None);
+        let view = KubeView::start(fake_cluster(rx)).await;
+        let early = tokio::time::timeout(Duration::from_secs(600), view.wait_synced()).await;
+        assert!(
+            early.is_err(),
+            "reported synced before the Instrumentations were listed: a pod \
+             annotated inject-python: true would silently get the static config"
+        );
+        let _ = answer.send(Some(200));
+        tokio::time::timeout(Duration::from_secs(600), view.wait_synced())
+            .await
+            .expect("synced once the Instrumentations are listed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn synced_without_instrumentations_when_the_crd_is_not_installed() {
+        let (_answer, rx) = watch::channel(Some(404));
+        let view = KubeView::start(fake_cluster(rx)).await;
+        tokio::time::timeout(Duration::from_secs(600), view.wait_synced())
+            .await
+            .expect("synced: the CRD is absent, so there is nothing to wait for");
+        assert_eq!(view.instrumentation_count(), 0);
     }
 }

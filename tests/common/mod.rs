@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
+use otel_injector::admission::{self, Admission, Base, Context};
 use otel_injector::config::Config;
-use otel_injector::inject::{self, Injection, Outcome, Request, Settings};
-use otel_injector::policy::{self, ClusterView, Scope};
+use otel_injector::inject::{Injection, Outcome};
+use otel_injector::policy::{ClusterView, Scope};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -88,6 +89,8 @@ pub struct Admitted {
     pub why: String,
     /// The mutation's result, when the pod was in scope.
     pub injection: Option<Injection>,
+    /// Everything admission decided.
+    pub admission: Admission,
 }
 
 impl Admitted {
@@ -96,64 +99,49 @@ impl Admitted {
     }
 
     pub fn warnings(&self) -> &[String] {
-        self.injection.as_ref().map_or(&[], |i| &i.warnings)
+        &self.admission.warnings
     }
 }
 
-/// Runs the policy and the mutation as the webhook does (namespace
-/// annotations from `view`, no owner cache), without the AdmissionReview
-/// wire format. `Err` when the JSON is not a pod or the patch does not apply
-/// to it, for callers that must not panic (property tests).
+/// Runs [`admission::admit`], the webhook's own admission (namespace
+/// annotations and owners from `view`), without the AdmissionReview wire
+/// format, and applies the patch. `Err` when the JSON is not a pod or the
+/// patch does not apply to it, for callers that must not panic (property
+/// tests).
 pub fn try_admit(
     pod_json: &Value,
     namespace: &str,
     config: &Config,
     view: &dyn ClusterView,
 ) -> Result<Admitted, String> {
-    let base = std::sync::Arc::new(Settings::from_config(config));
+    let base = Base::new(config.clone());
     let pod = Pod::deserialize(pod_json).map_err(|e| format!("not a pod: {e}"))?;
-    let ns_annotations = view.namespace_annotations(namespace);
-    let not_injected = |scope, why| Admitted {
-        pod: pod_json.clone(),
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let context = Context {
+        base: &base,
+        cluster: view,
+    };
+    let admission = admission::admit(&pod, namespace, name, context);
+    let mut out = pod_json.clone();
+    if let Some(patch) = admission.patch() {
+        let operations = patch
+            .to_operations()
+            .map_err(|e| format!("patch does not parse: {e}; patch {patch:?}"))?;
+        json_patch::patch(&mut out, &operations)
+            .map_err(|e| format!("patch does not apply: {e}; patch {patch:?}"))?;
+    }
+    let (scope, why) = match &admission.scope {
+        Scope::Inject { why, .. } => ("inject", why.clone()),
+        Scope::OutOfScope { why } => ("out", why.clone()),
+        Scope::Unresolvable { why } => ("unresolvable", why.clone()),
+    };
+    Ok(Admitted {
+        pod: out,
         scope,
         why,
-        injection: None,
-    };
-    match policy::resolve(
-        &pod,
-        namespace,
-        ns_annotations.as_ref(),
-        config,
-        &base,
-        view,
-    ) {
-        Scope::Inject {
-            settings,
-            container_names,
-            platform,
-            why,
-        } => {
-            let request = Request {
-                namespace,
-                name: pod.metadata.name.as_deref().unwrap_or_default(),
-                container_names,
-                platform,
-                workload: None,
-            };
-            let injection = inject::inject(&pod, &settings, &request);
-            let mut out = pod_json.clone();
-            json_patch::patch(&mut out, &injection.patch.to_operations())
-                .map_err(|e| format!("patch does not apply: {e}; patch {:?}", injection.patch))?;
-            Ok(Admitted {
-                pod: out,
-                scope: "inject",
-                why,
-                injection: Some(injection),
-            })
-        }
-        Scope::OutOfScope { why } => Ok(not_injected("out", why)),
-        Scope::Unresolvable { why } => Ok(not_injected("unresolvable", why)),
-    }
+        injection: admission.injection.clone(),
+        admission,
+    })
 }
 
 /// [`try_admit`], panicking on its errors.

@@ -1,0 +1,710 @@
+//! The guard: every value the patch takes from the config or from an
+//! Instrumentation, checked the way the API server will check the mutated
+//! pod. A value it would refuse makes the API server refuse the whole pod
+//! (with `volumeSizeLimit: 200MB`, every pod create in the namespace failed),
+//! which is the one thing the webhook must never cause. So the config is
+//! checked at start (a bad value refuses to start, naming the key), and an
+//! Instrumentation when it is used (a bad value admits the pod without
+//! instrumentation, naming the field and the resource).
+//!
+//! Only what the patch adds is checked: the rest of the pod was validated by
+//! the API server before it called us. The rules follow
+//! k8s.io/apimachinery (quantities, names) and k8s.io/kubernetes
+//! `pkg/apis/core/validation` (containers, volumes, env, resources); the
+//! image reference follows the distribution reference grammar the kubelet
+//! uses, which the API server does not check but a pod cannot start without.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::inject::Settings;
+
+/// One value the API server would refuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the value is set: a config key (`volumeSizeLimit`) or an
+    /// Instrumentation field (`spec.python.volumeLimitSize`).
+    pub setting: String,
+    pub value: String,
+    /// Why the API server would refuse it.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}: {}", self.setting, self.value, self.reason)
+    }
+}
+
+/// Collects the problems of one source (the config, one Instrumentation).
+/// Setting names are only formatted when a value is bad: Instrumentations
+/// are checked on every admission that uses one.
+#[derive(Debug, Default)]
+pub struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn record(
+        &mut self,
+        setting: impl FnOnce() -> String,
+        value: &str,
+        result: Result<(), String>,
+    ) {
+        if let Err(reason) = result {
+            self.problems.push(Problem {
+                setting: setting(),
+                value: value.to_owned(),
+                reason,
+            });
+        }
+    }
+
+    pub fn image(&mut self, setting: &str, value: &str) {
+        self.record(|| setting.to_owned(), value, image(value));
+    }
+
+    pub fn pull_policy(&mut self, setting: &str, value: &str) {
+        self.record(|| setting.to_owned(), value, pull_policy(value));
+    }
+
+    pub fn dns_label(&mut self, setting: &str, value: &str) {
+        self.record(|| setting.to_owned(), value, dns_label(value));
+    }
+
+    /// An emptyDir `sizeLimit`.
+    pub fn size_limit(&mut self, setting: &str, value: &str) {
+        self.record(
+            || setting.to_owned(),
+            value,
+            quantity(value).and_then(|q| non_negative(&q)),
+        );
+    }
+
+    /// A container's `resources`; `setting` is the key holding them.
+    pub fn resources(&mut self, setting: &str, resources: &ResourceRequirements) {
+        let requests = resources.requests.as_ref();
+        let limits = resources.limits.as_ref();
+        for (part, map) in [("requests", requests), ("limits", limits)] {
+            for (name, value) in map.into_iter().flatten() {
+                let key = || format!("{setting}.{part}.{name}");
+                self.record(key, name, resource_name(name));
+                let checked = quantity(&value.0).and_then(|q| {
+                    non_negative(&q)?;
+                    if is_extended_resource(name) && q.value.fract() != 0.0 {
+                        return Err("an extended resource must be a whole number".to_owned());
+                    }
+                    Ok(q)
+                });
+                self.record(key, &value.0, checked.map(drop));
+            }
+        }
+        for (name, request) in requests.into_iter().flatten() {
+            let limit = limits.and_then(|l| l.get(name));
+            let key = || format!("{setting}.requests.{name}");
+            self.record(key, &request.0, request_fits(name, request, limit));
+        }
+        for (name, _) in limits.into_iter().flatten() {
+            if is_extended_resource(name) || name.starts_with("hugepages-") {
+                let key = || format!("{setting}.limits.{name}");
+                let request = requests.and_then(|r| r.get(name));
+                let value = limits
+                    .and_then(|l| l.get(name))
+                    .map_or("", |q| q.0.as_str());
+                let equal = match request {
+                    Some(r) if r.0 != value => {
+                        Err(format!("must equal its request ({}) for {name}", r.0))
+                    }
+                    _ => Ok(()),
+                };
+                self.record(key, value, equal);
+            }
+        }
+        if resources.claims.as_ref().is_some_and(|c| !c.is_empty()) {
+            self.record(
+                || format!("{setting}.claims"),
+                "",
+                Err("the pod does not declare these resource claims; the init container cannot use them".to_owned()),
+            );
+        }
+    }
+
+    /// Env vars appended to containers; `setting` is the key of the list.
+    pub fn env(&mut self, setting: &str, env: &[EnvVar]) {
+        for (i, var) in env.iter().enumerate() {
+            self.record(
+                || format!("{setting}[{i}].name"),
+                &var.name,
+                env_var_name(&var.name),
+            );
+            if let Some(source) = &var.value_from {
+                let both = var.value.as_deref().is_some_and(|v| !v.is_empty());
+                let sources = serde_json::to_value(source)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.len()))
+                    .unwrap_or(0);
+                let result = if both {
+                    Err("valueFrom may not be given with a non-empty value".to_owned())
+                } else if sources != 1 {
+                    Err(format!(
+                        "valueFrom must name exactly one source, not {sources}"
+                    ))
+                } else {
+                    Ok(())
+                };
+                self.record(|| format!("{setting}[{i}].valueFrom"), &var.name, result);
+            }
+        }
+    }
+
+    /// Entries added to the pod's `nodeSelector`: label keys and values.
+    pub fn node_selector(&mut self, setting: &str, selector: &BTreeMap<String, String>) {
+        for (key, value) in selector {
+            self.record(|| setting.to_owned(), key, label_key(key));
+            self.record(|| format!("{setting}.{key}"), value, label_value(value));
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Vec<Problem>> {
+        if self.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(self.problems)
+        }
+    }
+}
+
+/// The settings' values under their config keys: what [`Config::validate`]
+/// checks at start, and what admission checks once of the webhook's own
+/// settings when they did not come from a validated config.
+///
+/// [`Config::validate`]: crate::config::Config::validate
+pub fn check_settings(settings: &Settings) -> Result<(), Vec<Problem>> {
+    let mut c = Checker::default();
+    c.image("image", &settings.image);
+    if let Some(policy) = &settings.image_pull_policy {
+        c.pull_policy("imagePullPolicy", policy);
+    }
+    c.dns_label("initContainerName", &settings.init_container_name);
+    c.dns_label("volumeName", &settings.volume_name);
+    if let Some(limit) = &settings.volume_size_limit {
+        c.size_limit("volumeSizeLimit", limit);
+    }
+    if let Some(resources) = &settings.init_container_resources {
+        c.resources("initContainerResources", resources);
+    }
+    c.env("env", &settings.env);
+    c.node_selector("nodeSelector", &settings.node_selector);
+    c.into_result()
+}
+
+/// A quantity as apimachinery parses it: sign, digits, fraction, suffix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ParsedQuantity {
+    pub negative: bool,
+    /// The value (approximate: enough to compare requests with limits).
+    pub value: f64,
+}
+
+const QUANTITY_FORMAT: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+/// `resource.ParseQuantity` after the JSON decoder's `strings.TrimSpace`:
+/// the API server fails the whole pod with exactly these messages.
+pub fn quantity(text: &str) -> Result<ParsedQuantity, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(QUANTITY_FORMAT.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut pos = 0;
+    let negative = bytes[0] == b'-';
+    if matches!(bytes[0], b'-' | b'+') {
+        pos += 1;
+    }
+    let digits = |from: usize| {
+        from + bytes[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let int_end = digits(pos);
+    let mut number_end = int_end;
+    if bytes.get(number_end) == Some(&b'.') {
+        number_end = digits(number_end + 1);
+    }
+    let number = &s[pos..number_end];
+    // The suffix: letters of the set, then an optional signed integer.
+    let suffix_start = number_end;
+    let mut i = suffix_start;
+    while i < bytes.len() && b"eEinumkKMGTP".contains(&bytes[i]) {
+        i += 1;
+    }
+    if i < bytes.len() && matches!(bytes[i], b'+' | b'-') {
+        i += 1;
+    }
+    if !bytes[i..].iter().all(u8::is_ascii_digit) {
+        return Err(QUANTITY_FORMAT.to_owned());
+    }
+    let suffix = &s[suffix_start..];
+    let multiplier = match suffix {
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        exponent if exponent.len() > 1 && exponent.starts_with(['e', 'E']) => {
+            match exponent[1..].parse::<i32>() {
+                Ok(e) => 10f64.powi(e),
+                Err(_) => return Err("unable to parse quantity's suffix".to_owned()),
+            }
+        }
+        _ => return Err("unable to parse quantity's suffix".to_owned()),
+    };
+    // apimachinery reads "", "." and "5." as numbers (zero, five).
+    let value = match number.trim_matches('.') {
+        "" => 0.0,
+        _ => number
+            .parse::<f64>()
+            .or_else(|_| format!("{number}0").parse::<f64>())
+            .unwrap_or(0.0),
+    };
+    Ok(ParsedQuantity {
+        negative: negative && value != 0.0,
+        value: value * multiplier,
+    })
+}
+
+fn non_negative(q: &ParsedQuantity) -> Result<(), String> {
+    if q.negative {
+        Err("must be greater than or equal to 0".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+fn request_fits(name: &str, request: &Quantity, limit: Option<&Quantity>) -> Result<(), String> {
+    let Some(limit) = limit else {
+        if is_extended_resource(name) || name.starts_with("hugepages-") {
+            return Err(format!("{name} needs a limit equal to its request"));
+        }
+        return Ok(());
+    };
+    match (quantity(&request.0), quantity(&limit.0)) {
+        (Ok(r), Ok(l)) if r.value > l.value => Err(format!(
+            "must be less than or equal to the {name} limit of {}",
+            limit.0
+        )),
+        // Unparsable values are reported on their own.
+        _ => Ok(()),
+    }
+}
+
+/// A resource name of a container: cpu, memory, ephemeral-storage,
+/// hugepages-<size>, or an extended resource (`example.com/gpu`).
+fn resource_name(name: &str) -> Result<(), String> {
+    if name.contains('/') {
+        qualified_name(name)?;
+        if name.starts_with("requests.") {
+            return Err("an extended resource name must not start with requests.".to_owned());
+        }
+        return Ok(());
+    }
+    match name {
+        "cpu" | "memory" | "ephemeral-storage" => Ok(()),
+        huge if huge.starts_with("hugepages-") => quantity(&huge["hugepages-".len()..])
+            .map(drop)
+            .map_err(|_| "hugepages-<size> needs a quantity as the size".to_owned()),
+        _ => Err("must be a standard resource for containers (cpu, memory, ephemeral-storage, hugepages-<size>) or a domain-prefixed extended resource".to_owned()),
+    }
+}
+
+/// Extended resources (`example.com/gpu`) are not overcommitted: whole
+/// numbers, request equal to limit.
+fn is_extended_resource(name: &str) -> bool {
+    name.contains('/') && !name.contains("kubernetes.io/")
+}
+
+/// `imagePullPolicy`, as the API server's enum.
+pub fn pull_policy(value: &str) -> Result<(), String> {
+    match value {
+        "Always" | "IfNotPresent" | "Never" => Ok(()),
+        _ => Err("must be Always, IfNotPresent or Never".to_owned()),
+    }
+}
+
+/// An env var name: `[-._a-zA-Z][-._a-zA-Z0-9]*` (the API server's
+/// C_IDENTIFIER-like rule, before the relaxed validation of newer releases:
+/// what every supported API server accepts).
+pub fn env_var_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_'));
+    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
+        Ok(())
+    } else {
+        Err("a valid environment variable name must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit".to_owned())
+    }
+}
+
+/// An RFC 1123 label: names of containers and volumes.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 label (lowercase letters, digits, '-', at most 63 characters, starting and ending with a letter or digit)".to_owned())
+    }
+}
+
+/// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn dns_subdomain(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| dns_label(label).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a DNS-1123 subdomain (lowercase labels separated by '.', at most 253 characters)".to_owned())
+    }
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63: the name part of
+/// a qualified name, and a non-empty label value.
+fn name_part(s: &str) -> bool {
+    let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    !s.is_empty()
+        && s.len() <= 63
+        && edge(s.bytes().next())
+        && edge(s.bytes().last())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// A qualified name (`[prefix/]name`): label keys, extended resources.
+pub fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        dns_subdomain(prefix).map_err(|e| format!("the prefix {prefix:?} {e}"))?;
+    }
+    if name_part(name) {
+        Ok(())
+    } else {
+        Err("must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
+    }
+}
+
+pub fn label_key(key: &str) -> Result<(), String> {
+    qualified_name(key)
+}
+
+pub fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() || name_part(value) {
+        Ok(())
+    } else {
+        Err("a label value must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
+    }
+}
+
+/// An image reference: `[domain[:port]/]path[:tag][@digest]`. The API
+/// server only refuses surrounding whitespace; the kubelet refuses the rest
+/// (InvalidImageName), and the pod would then never start.
+pub fn image(reference: &str) -> Result<(), String> {
+    if reference.is_empty() {
+        return Err("must name an image".to_owned());
+    }
+    if reference.trim() != reference {
+        return Err("must not have leading or trailing whitespace".to_owned());
+    }
+    let (rest, digest) = match reference.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        image_digest(digest)?;
+    }
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !ok {
+            return Err(format!(
+                "tag {tag:?} is not valid (letters, digits, '_', '.', '-', at most 128)"
+            ));
+        }
+    }
+    if name.len() > 255 {
+        return Err("the repository name is longer than 255 characters".to_owned());
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    let has_domain = components.len() > 1
+        && (components[0].contains(['.', ':'])
+            || components[0] == "localhost"
+            || components[0].bytes().any(|b| b.is_ascii_uppercase()));
+    if has_domain {
+        image_domain(components.remove(0))?;
+    }
+    for component in components {
+        if !path_component(component) {
+            return Err(format!(
+                "repository path component {component:?} is not valid (lowercase letters and digits, separated by '.', '_', '__' or '-')"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn image_domain(domain: &str) -> Result<(), String> {
+    let (host, port) = if let Some(v6) = domain.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((addr, rest)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
+                (addr, rest.strip_prefix(':'))
+            }
+            _ => return Err(format!("registry {domain:?} is not a valid address")),
+        }
+    } else {
+        match domain.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (domain, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("registry port {port:?} is not a number"));
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !c.starts_with('-')
+            && !c.ends_with('-')
+    };
+    if domain.starts_with('[') || host.split('.').all(component_ok) {
+        Ok(())
+    } else {
+        Err(format!("registry {host:?} is not a valid host name"))
+    }
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+fn path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(&bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(&bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn image_digest(digest: &str) -> Result<(), String> {
+    let bad = || format!("digest {digest:?} is not valid (algorithm:hex)");
+    let (algorithm, hex) = digest.split_once(':').ok_or_else(bad)?;
+    let algorithm_ok = algorithm.split(['+', '.', '-', '_']).all(|c| {
+        c.starts_with(|ch: char| ch.is_ascii_alphabetic())
+            && c.bytes().all(|b| b.is_ascii_alphanumeric())
+    });
+    if algorithm_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_as_apimachinery_reads_them() {
+        for ok in [
+            "0",
+            "1",
+            "200Mi",
+            "1.5Gi",
+            "100m",
+            "1e3",
+            "1E",
+            "+1",
+            ".5",
+            "5.",
+            "2e-3",
+            " 1Gi ",
+            "1000000000000000000000000",
+            "500u",
+            "10n",
+            "3E+2",
+        ] {
+            assert!(quantity(ok).is_ok(), "{ok:?} is a quantity");
+        }
+        // apimachinery reads a bare suffix ("Mi") as zero, so it is not here.
+        for bad in [
+            "", "200MB", "1 Gi", "64 megs", "1e", "1.2.3", "lots", "1Ki2", "0x10", "1ki",
+        ] {
+            assert!(quantity(bad).is_err(), "{bad:?} is not a quantity");
+        }
+        let err = quantity("200MB").expect_err("MB");
+        assert!(err.contains("regular expression"), "{err}");
+        assert_eq!(quantity("1Ki").map(|q| q.value), Ok(1024.0));
+        assert_eq!(quantity("-1").map(|q| q.negative), Ok(true));
+        assert_eq!(quantity("-0").map(|q| q.negative), Ok(false));
+    }
+
+    #[test]
+    fn names_labels_and_env() {
+        assert!(env_var_name("OTEL_X.y-z").is_ok());
+        assert!(env_var_name("_A").is_ok());
+        for bad in ["", "1A", "A B", "A=B", "Ä"] {
+            assert!(env_var_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(label_key("ao-node").is_ok());
+        assert!(label_key("kubernetes.io/os").is_ok());
+        for bad in [
+            "",
+            "ao node",
+            "Example.com/x",
+            "a/",
+            "/a",
+            "-a",
+            &"a".repeat(64),
+        ] {
+            assert!(label_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(label_value("").is_ok());
+        assert!(label_value("observability").is_ok());
+        assert!(label_value("not a value").is_err());
+        assert!(dns_label("opentelemetry-auto-instrumentation-python").is_ok());
+        assert!(dns_label("Bad_Name").is_err());
+    }
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "python",
+            "python:3.12",
+            "ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-python:0.54b1",
+            "localhost:5000/a/b:c",
+            "registry.example/team/img@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "registry.example:443/a__b/c-d--e:v1.2_3",
+            "[::1]:5000/img",
+        ] {
+            assert!(image(ok).is_ok(), "{ok:?}: {:?}", image(ok));
+        }
+        for bad in [
+            "",
+            " python",
+            "Python",
+            "registry.example/Team/img",
+            "img:",
+            "img:-tag",
+            "img@sha256:short",
+            "a//b",
+            "registry.example/python image:1",
+        ] {
+            assert!(image(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        // Values come from Instrumentations nobody validated: any text.
+        #[test]
+        fn no_value_makes_a_check_panic(value in proptest::prop_oneof![
+            "\\PC{0,40}",
+            "[-+0-9.eEinumkKMGTPé ]{0,12}",
+            "[a-zA-Z0-9:/@._\\[\\]-]{0,40}",
+        ]) {
+            let _ = quantity(&value);
+            let _ = image(&value);
+            let _ = label_key(&value);
+            let _ = label_value(&value);
+            let _ = env_var_name(&value);
+            let _ = resource_name(&value);
+            let _ = pull_policy(&value);
+        }
+    }
+
+    #[test]
+    fn resources_as_the_api_server_checks_them() {
+        let q = |s: &str| Quantity(s.to_owned());
+        let check = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+            let mut c = Checker::default();
+            let map = |pairs: &[(&str, &str)]| {
+                (!pairs.is_empty())
+                    .then(|| pairs.iter().map(|(k, v)| ((*k).to_owned(), q(v))).collect())
+            };
+            c.resources(
+                "r",
+                &ResourceRequirements {
+                    requests: map(requests),
+                    limits: map(limits),
+                    ..Default::default()
+                },
+            );
+            c.into_result().map_err(|p| p[0].setting.clone())
+        };
+        assert_eq!(check(&[("cpu", "50m")], &[("cpu", "500m")]), Ok(()));
+        assert_eq!(
+            check(&[("cpu", "1")], &[("cpu", "500m")]),
+            Err("r.requests.cpu".into())
+        );
+        assert_eq!(check(&[("gpu", "1")], &[]), Err("r.requests.gpu".into()));
+        assert_eq!(
+            check(&[("memory", "-1")], &[]),
+            Err("r.requests.memory".into())
+        );
+        assert_eq!(
+            check(&[("example.com/gpu", "1")], &[("example.com/gpu", "1")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&[("example.com/gpu", "1")], &[]),
+            Err("r.requests.example.com/gpu".into())
+        );
+    }
+}
