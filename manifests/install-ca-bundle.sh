@@ -9,8 +9,9 @@
 # Usage: manifests/install-ca-bundle.sh [CERTS_DIR]   (default: certs/)
 # Env:   KUBECTL (default kubectl), NAMESPACE (default otel-injector).
 #
-# Run it after `kubectl apply -k manifests/`, and again after every re-apply
-# (applying webhook.yaml resets caBundle to its "" placeholder).
+# Run it after the first `kubectl apply -k manifests/`, and again to rotate the
+# certificates. Re-applying the manifests leaves caBundle alone (webhook.yaml
+# does not name it).
 set -euo pipefail
 
 CERTS_DIR="${1:-certs}"
@@ -34,9 +35,9 @@ echo "Applying Secret ${NAMESPACE}/${SECRET} from ${CERTS_DIR}/tls.crt and ${CER
   --key "${CERTS_DIR}/tls.key" \
   --dry-run=client -o yaml | "${KUBECTL}" apply -f -
 
-# "add" rather than "replace": the API server drops an empty caBundle (it is
-# omitempty bytes), so after a fresh apply the field does not exist and
-# "replace" would fail; "add" on an object member creates or overwrites it.
+# "add" rather than "replace": after a fresh apply the field does not exist
+# (webhook.yaml does not set it), so "replace" would fail; "add" on an object
+# member creates or overwrites it.
 # Portable single-line base64 (GNU `base64 -w0` does not exist on macOS).
 CA_BUNDLE="$(base64 < "${CERTS_DIR}/ca.crt" | tr -d '\n')"
 
