@@ -78,6 +78,8 @@ fn install_from_manifests_and_instrument_the_seed() {
     step("re-apply (client-side and server-side) keeps caBundle");
     calls_per_pod(&install);
     step("webhook calls per pod");
+    later_webhook_still_reinvokes(&install);
+    step("a later webhook's change still reinvokes ours");
     eprintln!(
         "all install scenarios passed in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -562,4 +564,142 @@ fn reapply_keeps_injection(install: &Install) {
             "injected after the {how} re-apply"
         );
     }
+}
+
+/// A second mutating webhook, called after ours (webhook configurations are
+/// called in the order of their names: "otel-injector" < "zz-later"), that
+/// annotates every pod: a change made after our call. Served in this process
+/// on loopback with the control plane's spare serving certificate.
+struct LaterWebhook {
+    _runtime: tokio::runtime::Runtime,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    port: u16,
+}
+
+impl LaterWebhook {
+    fn start(plane: &ControlPlane) -> LaterWebhook {
+        use std::sync::Arc;
+        otel_injector::tls::install_crypto_provider();
+        let store = Arc::new(
+            otel_injector::tls::CertStore::load(
+                plane.var("WEBHOOK_TLS_CERT_FILE").into(),
+                plane.var("WEBHOOK_TLS_KEY_FILE").into(),
+            )
+            .expect("load the spare serving cert"),
+        );
+        let tls = otel_injector::tls::server_config(store, None).expect("tls config");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let app = axum::Router::new().route("/mutate", axum::routing::post(annotate));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(otel_injector::server::serve_tls(
+            listener,
+            tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+            app,
+            async move {
+                let _ = rx.await;
+            },
+            Duration::from_secs(1),
+        ));
+        LaterWebhook {
+            _runtime: runtime,
+            shutdown: Some(tx),
+            port,
+        }
+    }
+}
+
+impl Drop for LaterWebhook {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn annotate(axum::Json(review): axum::Json<Value>) -> axum::Json<Value> {
+    let request = &review["request"];
+    let has_annotations = request["object"]["metadata"]["annotations"].is_object();
+    let patch = if has_annotations {
+        json!([{"op": "add", "path": "/metadata/annotations/later-webhook", "value": "seen"}])
+    } else {
+        json!([{"op": "add", "path": "/metadata/annotations", "value": {"later-webhook": "seen"}}])
+    };
+    let patch = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+    axum::Json(json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": request["uid"], "allowed": true, "patchType": "JSONPatch", "patch": patch}
+    }))
+}
+
+/// What reinvocation protects is kept: when a webhook called after ours
+/// changes the pod, the API server calls ours again (`reinvocationPolicy:
+/// IfNeeded`), and we answer "already injected" without a second injection.
+fn later_webhook_still_reinvokes(install: &Install) {
+    let plane = &install.plane;
+    let later = LaterWebhook::start(plane);
+    let ca = std::fs::read(plane.var("APISERVER_CA_FILE")).expect("CA");
+    plane.apply(&json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "zz-later"},
+        "webhooks": [{
+            "name": "later.example.com",
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{}/mutate", later.port),
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(ca),
+            },
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cxtm"}},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "reinvocationPolicy": "Never",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 5
+        }]
+    }));
+    // The API server picks the new configuration up asynchronously.
+    let mut n = 0;
+    eventually(
+        "a dry run that passed through the later webhook",
+        Duration::from_secs(30),
+        || {
+            n += 1;
+            let admitted = plane.dry_run("cxtm", &seed_pod(&format!("later-{n}")))?;
+            (admitted["metadata"]["annotations"]["later-webhook"] == "seen").then_some(())
+        },
+    );
+    let before = webhook_calls(plane);
+    let admitted = plane
+        .dry_run("cxtm", &seed_pod("later-counted"))
+        .expect("dry run through both webhooks");
+    let calls = webhook_calls(plane) - before;
+    plane.kubectl(
+        &["delete", "mutatingwebhookconfiguration", "zz-later"],
+        None,
+    );
+    drop(later);
+    assert_eq!(
+        admitted["metadata"]["annotations"]["later-webhook"], "seen",
+        "the later webhook ran"
+    );
+    assert_eq!(
+        init_container_count(&admitted, INIT),
+        1,
+        "injected exactly once: {}",
+        admitted["spec"]
+    );
+    eprintln!("  webhook calls for a pod a later webhook changes: {calls}");
+    assert_eq!(
+        calls, 2,
+        "a change after our call reinvokes us (IfNeeded): 2 calls, not {calls}"
+    );
 }
