@@ -73,12 +73,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
     let reviewer = Reviewer::new(config, cluster);
-    let app = server::router(AppState {
-        reviewer,
-        metrics: metrics.clone(),
-        body_limit: args.body_limit,
-        events,
-    });
+    let app = server::close_connections_when_draining(
+        server::router(AppState {
+            reviewer,
+            metrics: metrics.clone(),
+            body_limit: args.body_limit,
+            events,
+        }),
+        readiness.clone(),
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the webhook to {}", args.listen))?;

@@ -67,6 +67,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// While `readiness` says draining (after SIGTERM, during the shutdown delay),
+/// every response carries `Connection: close`, so the API server drops that
+/// connection after the answer and opens its next one to an endpoint that is
+/// still in the Service. Without it, the API server keeps sending reviews
+/// over a kept-alive connection to a terminating pod (kubernetes#127335)
+/// until the drain closes it, and a review written just as the server closes
+/// an idle connection fails (and, with `failurePolicy: Ignore`, its pod goes
+/// uninstrumented).
+pub fn close_connections_when_draining(
+    app: Router,
+    readiness: std::sync::Arc<crate::admin::Readiness>,
+) -> Router {
+    app.layer(tower::util::MapResponseLayer::new(
+        move |mut response: Response| {
+            if readiness
+                .draining
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        },
+    ))
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
