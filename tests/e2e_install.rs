@@ -80,6 +80,8 @@ fn install_from_manifests_and_instrument_the_seed() {
     step("webhook calls per pod");
     later_webhook_still_reinvokes(&install);
     step("a later webhook's change still reinvokes ours");
+    under_load_nothing_missed(&install);
+    step("under load: rollout restart, pod deletion, certificate rotation");
     eprintln!(
         "all install scenarios passed in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -217,12 +219,20 @@ fn relative_to(dir: &Path, target: &Path) -> PathBuf {
     up.join(target.strip_prefix("/").expect("absolute path"))
 }
 
+impl Install {
+    /// `manifests/install-ca-bundle.sh DIR` with the cluster's kubectl.
+    fn script_env(plane: &ControlPlane, certs: &Path) -> Command {
+        let mut cmd = Command::new(repo().join("manifests/install-ca-bundle.sh"));
+        cmd.arg(certs)
+            .env("KUBECTL", plane.var("KUBECTL"))
+            .env("KUBECONFIG", plane.var("KUBECONFIG"))
+            .env("NO_PROXY", "127.0.0.1,localhost");
+        cmd
+    }
+}
+
 fn install_ca_bundle(install: &Install) {
-    let out = Command::new(repo().join("manifests/install-ca-bundle.sh"))
-        .arg(&install.certs)
-        .env("KUBECTL", install.plane.var("KUBECTL"))
-        .env("KUBECONFIG", install.plane.var("KUBECONFIG"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
+    let out = Install::script_env(&install.plane, &install.certs)
         .output()
         .expect("run manifests/install-ca-bundle.sh");
     assert!(
@@ -507,6 +517,7 @@ fn calls_per_pod(install: &Install) {
     );
 }
 
+/// The two webhooks' caBundles, decoded (PEM), trailing whitespace trimmed.
 fn ca_bundles(plane: &ControlPlane) -> Vec<String> {
     let mwc = json_of(
         plane,
@@ -523,12 +534,20 @@ fn ca_bundles(plane: &ControlPlane) -> Vec<String> {
         .expect("webhooks")
         .iter()
         .map(|w| {
-            w["clientConfig"]["caBundle"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
+            let encoded = w["clientConfig"]["caBundle"].as_str().unwrap_or_default();
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap_or_else(|e| panic!("caBundle is not base64: {e}"));
+            String::from_utf8_lossy(&pem).trim_end().to_owned()
         })
         .collect()
+}
+
+fn pem_of(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim_end()
+        .to_owned()
 }
 
 /// `kubectl apply -k` again, as users do on every upgrade, client-side and
@@ -536,12 +555,11 @@ fn ca_bundles(plane: &ControlPlane) -> Vec<String> {
 /// is still injected.
 fn reapply_keeps_injection(install: &Install) {
     let plane = &install.plane;
-    let ca = std::fs::read(install.certs.join("ca.crt")).expect("ca.crt");
-    let want = base64::engine::general_purpose::STANDARD.encode(ca);
+    let want = pem_of(&install.certs.join("ca.crt"));
     assert_eq!(
         ca_bundles(plane),
         vec![want.clone(), want.clone()],
-        "install-ca-bundle.sh set both caBundles"
+        "install-ca-bundle.sh set both caBundles to ca.crt"
     );
     let overlay = install.overlay.to_str().expect("overlay path");
     for (how, args) in [
@@ -702,4 +720,365 @@ fn later_webhook_still_reinvokes(install: &Install) {
         calls, 2,
         "a change after our call reinvokes us (IfNeeded): 2 calls, not {calls}"
     );
+}
+
+/// Pods in cxtm per load run (at least; more while the disruption lasts).
+const LOAD_PODS: usize = 300;
+/// One pod every 30 ms, at most 16 creations in flight.
+const LOAD_INTERVAL: Duration = Duration::from_millis(30);
+const LOAD_IN_FLIGHT: usize = 16;
+/// Bounds of one load run, whatever the disruption does.
+const LOAD_MAX_PODS: usize = 3000;
+const LOAD_MAX_TIME: Duration = Duration::from_secs(300);
+
+/// What admission made of the pods of one load run.
+#[derive(Debug, Default)]
+struct Load {
+    created: usize,
+    /// Creations the API server refused (with `failurePolicy: Ignore`, none).
+    refused: Vec<String>,
+    /// Pods stored without the init container.
+    uninstrumented: Vec<String>,
+    /// Pods stored with it twice or more.
+    double: Vec<String>,
+}
+
+/// Per replica, the reviews it answered over a run (pods that went away
+/// during the run took their counters with them).
+fn replica_calls(plane: &ControlPlane, before: &[(String, Outcomes)]) -> String {
+    webhook_pods(plane)
+        .iter()
+        .map(|p| {
+            let name = name_of(p);
+            let now = replica_outcomes(plane, &name);
+            let was = before
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(0, |(_, o)| o.total);
+            format!("{name} {}", now.total - was)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn snapshot(plane: &ControlPlane) -> Vec<(String, Outcomes)> {
+    webhook_pods(plane)
+        .iter()
+        .map(|p| {
+            let name = name_of(p);
+            let outcomes = replica_outcomes(plane, &name);
+            (name, outcomes)
+        })
+        .collect()
+}
+
+/// The API server's own count of calls to the cxtm webhook that failed and
+/// were ignored (`failurePolicy: Ignore`).
+fn fail_open(plane: &ControlPlane) -> u64 {
+    let text = plane.kubectl(&["get", "--raw", "/metrics"], None);
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_admission_webhook_fail_open_count{")
+                && l.contains(&format!("name=\"{CXTM_WEBHOOK}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// Creates pods in cxtm through the API (one every 30 ms, at most 16 in
+/// flight) while `disrupt` runs in another thread, until it has returned and
+/// at least [`LOAD_PODS`] were sent. The pods name a scheduler nobody runs:
+/// admitted and stored, never scheduled or started. Deleted afterwards.
+fn load_during(install: &Install, label: &str, disrupt: impl FnOnce() + Send) -> Load {
+    let plane = &install.plane;
+    let before = snapshot(plane);
+    let (calls_before, fail_open_before) = (webhook_calls(plane), fail_open(plane));
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let load = std::thread::scope(|s| {
+        let disruption = s.spawn(|| {
+            // Let the load get going first.
+            std::thread::sleep(Duration::from_secs(1));
+            disrupt();
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let load = create_pods(plane, label, &done);
+        disruption.join().expect("the disruption panicked");
+        load
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let calls = webhook_calls(plane) - calls_before;
+    let failed_open = fail_open(plane) - fail_open_before;
+    eprintln!(
+        "  load during {label}: {} pods in {seconds:.1}s: {} uninstrumented, {} injected twice, {} refused; \
+         {calls} webhook calls, {failed_open} failed open; calls per replica over the run: {}",
+        load.created,
+        load.uninstrumented.len(),
+        load.double.len(),
+        load.refused.len(),
+        replica_calls(plane, &before)
+    );
+    plane.kubectl(
+        &[
+            "delete",
+            "pods",
+            "-n",
+            "cxtm",
+            "-l",
+            &format!("load={label}"),
+            "--wait=false",
+        ],
+        None,
+    );
+    load
+}
+
+fn create_pods(plane: &ControlPlane, label: &str, done: &std::sync::atomic::AtomicBool) -> Load {
+    let ca = std::fs::read(plane.var("APISERVER_CA_FILE")).expect("API server CA");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("CA pem"))
+        .use_rustls_tls()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("{}/api/v1/namespaces/cxtm/pods", plane.var("APISERVER_URL"));
+    let token = plane.var("APISERVER_TOKEN").to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(LOAD_IN_FLIGHT));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(LOAD_INTERVAL);
+        for i in 0..LOAD_MAX_PODS {
+            if (i >= LOAD_PODS && done.load(std::sync::atomic::Ordering::Acquire))
+                || started.elapsed() > LOAD_MAX_TIME
+            {
+                break;
+            }
+            tick.tick().await;
+            let permit = slots.clone().acquire_owned().await.expect("semaphore");
+            let name = format!("load-{label}-{i}");
+            let mut pod = seed_pod(&name);
+            pod["metadata"]["labels"]["load"] = json!(label);
+            pod["spec"]["schedulerName"] = json!("otel-injector-test-unscheduled");
+            let request = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&pod)
+                .timeout(Duration::from_secs(30));
+            tasks.push(tokio::spawn(async move {
+                let _permit = permit;
+                let outcome = match request.send().await {
+                    Ok(r) if r.status() == 201 => match r.json::<Value>().await {
+                        Ok(stored) => Ok(init_container_count(&stored, INIT)),
+                        Err(e) => Err(format!("{name}: body: {e}")),
+                    },
+                    Ok(r) => {
+                        let status = r.status();
+                        Err(format!(
+                            "{name}: {status} {}",
+                            r.text().await.unwrap_or_default()
+                        ))
+                    }
+                    Err(e) => Err(format!("{name}: {e}")),
+                };
+                (name, outcome)
+            }));
+        }
+        let mut load = Load::default();
+        for task in tasks {
+            let (name, outcome) = task.await.expect("create task");
+            match outcome {
+                Ok(inits) => {
+                    load.created += 1;
+                    match inits {
+                        0 => load.uninstrumented.push(name),
+                        1 => {}
+                        _ => load.double.push(name),
+                    }
+                }
+                Err(e) => load.refused.push(e),
+            }
+        }
+        load
+    })
+}
+
+fn assert_nothing_missed(label: &str, load: &Load) {
+    assert!(
+        load.created >= LOAD_PODS,
+        "{label}: only {} pods created",
+        load.created
+    );
+    assert!(
+        load.refused.is_empty(),
+        "{label}: refused: {:?}",
+        load.refused
+    );
+    assert!(
+        load.double.is_empty(),
+        "{label}: injected twice: {:?}",
+        load.double
+    );
+    assert!(
+        load.uninstrumented.is_empty(),
+        "{label}: {} of {} pods uninstrumented: {:?}",
+        load.uninstrumented.len(),
+        load.created,
+        load.uninstrumented
+    );
+}
+
+/// Waits until the Deployment is rolled out and no webhook pod is left
+/// terminating (the old ones have drained and exited).
+fn settled(plane: &ControlPlane) {
+    plane.kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NS,
+            "deployment/otel-injector",
+            "--timeout=180s",
+        ],
+        None,
+    );
+    eventually(
+        "no webhook pod left terminating",
+        Duration::from_secs(120),
+        || {
+            let list = json_of(
+                plane,
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    NS,
+                    "-l",
+                    "app.kubernetes.io/name=otel-injector",
+                    "-o",
+                    "json",
+                ],
+            );
+            let all = list["items"].as_array().map_or(0, Vec::len);
+            (all == 2 && webhook_pods(plane).len() == 2).then_some(())
+        },
+    );
+}
+
+/// The SHA-256 fingerprint of the certificate `pod` serves on 8443 (the pod
+/// IP, on the test's pod network), or of a PEM file.
+fn served_fingerprint(plane: &ControlPlane, pod: &str) -> Option<String> {
+    let ip = json_of(plane, &["get", "pod", "-n", NS, pod, "-o", "json"])["status"]["podIP"]
+        .as_str()?
+        .to_owned();
+    let script = format!(
+        "openssl s_client -connect {ip}:8443 -servername otel-injector.otel-injector.svc </dev/null 2>/dev/null \
+         | openssl x509 -noout -fingerprint -sha256"
+    );
+    let out = Command::new("timeout")
+        .args(["10", "sh", "-c", &script])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn file_fingerprint(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(path)
+        .output()
+        .expect("openssl x509");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Issue 16, item 4: while pods are created, `kubectl rollout restart` of the
+/// webhook, the deletion of one webhook pod, and a certificate rotation
+/// through the kubelet's Secret volume update.
+fn under_load_nothing_missed(install: &Install) {
+    let plane = &install.plane;
+
+    let load = load_during(install, "restart", || {
+        plane.kubectl(
+            &["rollout", "restart", "-n", NS, "deployment/otel-injector"],
+            None,
+        );
+        settled(plane);
+    });
+    assert_nothing_missed("rollout restart", &load);
+
+    let victim = name_of(&webhook_pods(plane)[0]);
+    let load = load_during(install, "delete", || {
+        plane.kubectl(
+            &["delete", "pod", "-n", NS, &victim, "--timeout=120s"],
+            None,
+        );
+        settled(plane);
+    });
+    assert_nothing_missed("deleting a webhook pod", &load);
+
+    // A new CA and serving certificate, installed the documented way.
+    let rotated = install.certs.with_file_name("certs-rotated");
+    let pods: Vec<(String, Value)> = webhook_pods(plane)
+        .into_iter()
+        .map(|p| {
+            (
+                name_of(&p),
+                p["status"]["containerStatuses"][0]["restartCount"].clone(),
+            )
+        })
+        .collect();
+    let load = load_during(install, "rotate", || {
+        let out = Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+            .args(["certs", "--out"])
+            .arg(&rotated)
+            .args(["--service", "otel-injector", "--namespace", NS])
+            .output()
+            .expect("run otel-injector certs");
+        assert!(
+            out.status.success(),
+            "certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut rotation = Install::script_env(plane, &rotated);
+        let out = rotation.output().expect("run install-ca-bundle.sh");
+        assert!(
+            out.status.success(),
+            "install-ca-bundle.sh (rotation) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The kubelet updates the Secret volume; the server reloads the files.
+        let want = file_fingerprint(&rotated.join("tls.crt"));
+        for (pod, _) in &pods {
+            eventually(
+                &format!("{pod} serves the rotated certificate"),
+                Duration::from_secs(120),
+                || (served_fingerprint(plane, pod)? == want).then_some(()),
+            );
+        }
+    });
+    let bundle = ca_bundles(plane);
+    let (new_ca, old_ca) = (
+        pem_of(&rotated.join("ca.crt")),
+        pem_of(&install.certs.join("ca.crt")),
+    );
+    assert_eq!(
+        bundle[0],
+        format!("{new_ca}\n{old_ca}"),
+        "caBundle: the new CA, then the one it replaced"
+    );
+    for (pod, restarts) in &pods {
+        let now = json_of(plane, &["get", "pod", "-n", NS, pod, "-o", "json"]);
+        assert_eq!(
+            &now["status"]["containerStatuses"][0]["restartCount"], restarts,
+            "{pod} served the new certificate without a restart"
+        );
+    }
+    assert_nothing_missed("certificate rotation", &load);
 }
