@@ -135,12 +135,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
     };
-    server::serve_tls(
+    server::serve_tls_with(
         listener,
         TlsAcceptor::from(Arc::new(tls_config)),
         app,
         shutdown,
         Duration::from_secs(args.drain_seconds),
+        (args.max_requests_per_connection > 0).then_some(args.max_requests_per_connection),
     )
     .await;
     let _ = stop_tx.send(true);

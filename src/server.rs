@@ -226,13 +226,30 @@ fn join<'a>(items: &'a [String], separator: &str) -> Cow<'a, str> {
 }
 
 /// Accepts TLS connections until `shutdown` resolves, then lets in-flight
-/// requests finish for up to `drain`.
+/// requests finish for up to `drain`. Connections are kept alive without a
+/// request limit.
 pub async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) {
+    serve_tls_with(listener, acceptor, app, shutdown, drain, None).await;
+}
+
+/// [`serve_tls`], where the `max_requests`th answer on a connection says
+/// `Connection: close`. The API server picks a Service endpoint only when it
+/// opens a connection and keeps using that one, so without a limit one
+/// replica takes every call; with it, each new connection is another random
+/// pick, at the cost of one TLS handshake per `max_requests` reviews.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    max_requests: Option<u64>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -274,13 +291,22 @@ pub async fn serve_tls(
                 };
             let activity = Activity::default();
             let tracked = activity.clone();
+            let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let service = hyper::service::service_fn(move |request| {
                 tracked.request_began();
                 let tracked = tracked.clone();
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let last = max_requests.is_some_and(|max| n >= max);
                 let response = hyper::service::Service::call(&service, request);
                 async move {
-                    let response = response.await;
+                    let mut response = response.await;
                     tracked.request_ended();
+                    if last && let Ok(response) = response.as_mut() {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
                     response
                 }
             });

@@ -1013,7 +1013,12 @@ fn under_load_nothing_missed(install: &Install) {
     });
     assert_nothing_missed("rollout restart", &load);
 
-    let victim = name_of(&webhook_pods(plane)[0]);
+    // The replica that answered most: the one whose connections are in use.
+    let victim = snapshot(plane)
+        .into_iter()
+        .max_by_key(|(_, o)| o.total)
+        .map(|(name, _)| name)
+        .expect("a webhook pod");
     let load = load_during(install, "delete", || {
         plane.kubectl(
             &["delete", "pod", "-n", NS, &victim, "--timeout=120s"],

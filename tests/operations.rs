@@ -385,3 +385,36 @@ async fn answers_while_draining_close_their_connection() {
     }
     assert_eq!(server.wait(), Some(0), "clean exit after drain");
 }
+
+/// `--max-requests-per-connection`: the Nth answer on a connection says
+/// `Connection: close`, and the client's next request opens a new connection
+/// (where the API server picks a Service endpoint again).
+#[tokio::test]
+async fn connections_close_after_max_requests() {
+    let server = spawn_server(&["--max-requests-per-connection", "3"]);
+    let port = server.port;
+    let client = client_for(&server.certs.ca);
+    let body = serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "cap")).expect("json");
+    let mut closes = Vec::new();
+    for _ in 0..7 {
+        let r = client
+            .post(format!("https://127.0.0.1:{port}/mutate"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("a review");
+        assert_eq!(r.status(), 200);
+        closes.push(
+            r.headers()
+                .get("connection")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
+        );
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(
+        closes,
+        [false, false, true, false, false, true, false],
+        "every third answer on a connection closes it"
+    );
+}
