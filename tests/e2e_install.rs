@@ -1004,6 +1004,11 @@ fn file_fingerprint(path: &Path) -> String {
 fn under_load_nothing_missed(install: &Install) {
     let plane = &install.plane;
 
+    // No disruption: how the calls spread over the two replicas
+    // (--max-requests-per-connection makes the API server re-pick).
+    let load = load_during(install, "steady", || {});
+    assert_nothing_missed("steady load", &load);
+
     let load = load_during(install, "restart", || {
         plane.kubectl(
             &["rollout", "restart", "-n", NS, "deployment/otel-injector"],
