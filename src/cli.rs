@@ -177,6 +177,11 @@ pub struct ServeArgs {
     /// After that, seconds in-flight requests get to finish.
     #[arg(long, default_value_t = 20)]
     pub drain_seconds: u64,
+    /// Close a connection after this many requests (0: never), so the API
+    /// server opens a new one to a randomly picked replica: without it one
+    /// replica takes every call.
+    #[arg(long, default_value_t = 100)]
+    pub max_requests_per_connection: u64,
 }
 
 #[derive(Debug, Args)]

@@ -58,12 +58,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     readiness.certs_loaded.store(true, Ordering::Release);
 
     let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
-    let app = server::router(AppState {
-        reviewer: Reviewer::new(config, cluster),
-        metrics: metrics.clone(),
-        body_limit: args.body_limit,
-        events,
-    });
+    let reviewer = Reviewer::new(config, cluster);
+    let app = server::close_connections_when_draining(
+        server::router(AppState {
+            reviewer,
+            metrics: metrics.clone(),
+            body_limit: args.body_limit,
+            events,
+        }),
+        readiness.clone(),
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the webhook to {}", args.listen))?;
@@ -91,12 +95,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         stop_rx,
     );
-    server::serve_tls(
+    server::serve_tls_with(
         listener,
         TlsAcceptor::from(Arc::new(tls_config)),
         app,
         drain_on_signal(readiness, Duration::from_secs(args.shutdown_delay_seconds)),
         Duration::from_secs(args.drain_seconds),
+        (args.max_requests_per_connection > 0).then_some(args.max_requests_per_connection),
     )
     .await;
     let _ = stop_tx.send(true);

@@ -67,6 +67,34 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// While `readiness` says draining (after SIGTERM, during the shutdown delay),
+/// every response carries `Connection: close`, so the API server drops that
+/// connection after the answer and opens its next one to an endpoint that is
+/// still in the Service. Without it, the API server keeps sending reviews
+/// over a kept-alive connection to a terminating pod (kubernetes#127335)
+/// until the drain closes it, and a review written just as the server closes
+/// an idle connection fails (and, with `failurePolicy: Ignore`, its pod goes
+/// uninstrumented).
+pub fn close_connections_when_draining(
+    app: Router,
+    readiness: std::sync::Arc<crate::admin::Readiness>,
+) -> Router {
+    app.layer(tower::util::MapResponseLayer::new(
+        move |mut response: Response| {
+            if readiness
+                .draining
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        },
+    ))
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
@@ -200,13 +228,30 @@ fn join<'a>(items: &'a [String], separator: &str) -> Cow<'a, str> {
 }
 
 /// Accepts TLS connections until `shutdown` resolves, then lets in-flight
-/// requests finish for up to `drain`.
+/// requests finish for up to `drain`. Connections are kept alive without a
+/// request limit.
 pub async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: Router,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) {
+    serve_tls_with(listener, acceptor, app, shutdown, drain, None).await;
+}
+
+/// [`serve_tls`], where the `max_requests`th answer on a connection says
+/// `Connection: close`. The API server picks a Service endpoint only when it
+/// opens a connection and keeps using that one, so without a limit one
+/// replica takes every call; with it, each new connection is another random
+/// pick, at the cost of one TLS handshake per `max_requests` reviews.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+    max_requests: Option<u64>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -248,13 +293,22 @@ pub async fn serve_tls(
                 };
             let activity = Activity::default();
             let tracked = activity.clone();
+            let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let service = hyper::service::service_fn(move |request| {
                 tracked.request_began();
                 let tracked = tracked.clone();
+                let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let last = max_requests.is_some_and(|max| n >= max);
                 let response = hyper::service::Service::call(&service, request);
                 async move {
-                    let response = response.await;
+                    let mut response = response.await;
                     tracked.request_ended();
+                    if last && let Ok(response) = response.as_mut() {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
                     response
                 }
             });

@@ -53,6 +53,53 @@ fn readmission_of_the_result_yields_an_empty_patch() {
     assert!(again.patch.is_empty(), "{:?}", again.patch);
 }
 
+/// With ServiceAccount admission on (every real cluster), the API server runs
+/// that plugin again after the webhook; it would add its token mount to the
+/// new init container, the pod would have changed since our call, and
+/// `reinvocationPolicy: IfNeeded` would call us a second time. The init
+/// container carries the mount already, exactly as the plugin writes it.
+#[test]
+fn init_container_carries_the_service_account_token_mount() {
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let mount = json!({"mountPath": token, "name": "kube-api-access-x7k2p", "readOnly": true});
+    let mut pod = fixture("seed-pod.json");
+    pod["spec"]["volumes"] = json!([
+        {"name": "kube-api-access-x7k2p", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}}
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] = json!([mount]);
+    let init_mounts = |pod: &Value| {
+        let (out, _) = admit(pod, "cxtm");
+        let init = out["spec"]["initContainers"]
+            .as_array()
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c["name"] == "opentelemetry-auto-instrumentation-python")
+            })
+            .cloned()
+            .expect("init container");
+        init["volumeMounts"].as_array().cloned().unwrap_or_default()
+    };
+    let mounts = init_mounts(&pod);
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert_eq!(mounts[0]["mountPath"], "/otel-auto-instrumentation");
+    assert_eq!(
+        mounts[1], mount,
+        "the plugin's mount, as the plugin writes it"
+    );
+
+    // The pod opts out of the token: the plugin adds nothing, nor do we.
+    let mut opted_out = pod.clone();
+    opted_out["spec"]["automountServiceAccountToken"] = json!(false);
+    assert_eq!(init_mounts(&opted_out).len(), 1);
+    // A volume of that name that no container mounts at the token path is not
+    // the plugin's doing.
+    let mut elsewhere = pod.clone();
+    elsewhere["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = json!("/data");
+    assert_eq!(init_mounts(&elsewhere).len(), 1);
+    // No ServiceAccount admission (the test control plane's default): no mount.
+    assert_eq!(init_mounts(&fixture("seed-pod.json")).len(), 1);
+}
+
 #[test]
 fn operator_injected_pods_are_left_alone() {
     let mut pod = fixture("seed-pod.json");

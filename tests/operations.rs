@@ -331,3 +331,90 @@ async fn admin_port_reports_readiness_and_exact_metrics() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+/// kubernetes#127335: the API server keeps reusing a kept-alive connection to
+/// a terminating webhook pod. Once the server is draining (after SIGTERM,
+/// during the shutdown delay), every answer says `Connection: close` and the
+/// connection ends after it, so the API server's next review goes out on a new
+/// connection, to a pod still in the Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_while_draining_close_their_connection() {
+    let mut server = spawn_server(&["--shutdown-delay-seconds", "3", "--drain-seconds", "5"]);
+    let (port, admin) = (server.port, server.admin_port);
+    let client = client_for(&server.certs.ca);
+    let body =
+        serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "close")).expect("json");
+    let post = || {
+        client
+            .post(format!("https://127.0.0.1:{port}/mutate"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let connection = |r: &reqwest::Response| {
+        r.headers()
+            .get("connection")
+            .map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase())
+    };
+    let before = post().await.expect("a review before SIGTERM");
+    assert_eq!(before.status(), 200);
+    assert_ne!(
+        connection(&before).as_deref(),
+        Some("close"),
+        "kept alive while serving"
+    );
+    server.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !matches!(http_get(admin, "/readyz"), Some((503, _))) {
+        assert!(
+            Instant::now() < deadline,
+            "readiness did not go false after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..3 {
+        let during = post().await.expect("a review while draining");
+        assert_eq!(during.status(), 200, "still answered while draining");
+        assert_eq!(
+            connection(&during).as_deref(),
+            Some("close"),
+            "answer {i} while draining closes its connection"
+        );
+        let answer: Value = during.json().await.expect("an AdmissionReview");
+        assert_eq!(answer["response"]["allowed"], true);
+    }
+    assert_eq!(server.wait(), Some(0), "clean exit after drain");
+}
+
+/// `--max-requests-per-connection`: the Nth answer on a connection says
+/// `Connection: close`, and the client's next request opens a new connection
+/// (where the API server picks a Service endpoint again).
+#[tokio::test]
+async fn connections_close_after_max_requests() {
+    let server = spawn_server(&["--max-requests-per-connection", "3"]);
+    let port = server.port;
+    let client = client_for(&server.certs.ca);
+    let body = serde_json::to_vec(&review(&fixture("seed-pod.json"), "cxtm", "cap")).expect("json");
+    let mut closes = Vec::new();
+    for _ in 0..7 {
+        let r = client
+            .post(format!("https://127.0.0.1:{port}/mutate"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .expect("a review");
+        assert_eq!(r.status(), 200);
+        closes.push(
+            r.headers()
+                .get("connection")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close")),
+        );
+        r.bytes().await.expect("body");
+    }
+    assert_eq!(
+        closes,
+        [false, false, true, false, false, true, false],
+        "every third answer on a connection closes it"
+    );
+}

@@ -374,11 +374,15 @@ fn add_init_container_and_volume(
             platform.source_dir().into(),
             format!("{}/", settings.mount_path),
         ]),
-        volume_mounts: Some(vec![VolumeMount {
-            mount_path: settings.mount_path.clone(),
-            name: settings.volume_name.clone(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                mount_path: settings.mount_path.clone(),
+                name: settings.volume_name.clone(),
+                ..Default::default()
+            })
+            .chain(service_account_token_mount(spec))
+            .collect(),
+        ),
         resources: settings.init_container_resources.clone(),
         // Under a restricted Pod Security level an init container without
         // the app's securityContext would get the whole pod rejected.
@@ -399,6 +403,48 @@ fn add_init_container_and_volume(
         ..Default::default()
     };
     patch.append("/spec/volumes", spec.volumes.is_some(), &volume);
+}
+
+/// Where the ServiceAccount admission plugin mounts the API token, and the
+/// prefix of the projected volume it adds.
+const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const SERVICE_ACCOUNT_VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// The API token mount the ServiceAccount admission plugin gave the pod's
+/// containers, for the init container too.
+///
+/// After a webhook changes a pod, the API server runs its built-in mutating
+/// plugins again; the ServiceAccount plugin then adds exactly this mount to
+/// the new init container. The pod has changed since our call, so
+/// `reinvocationPolicy: IfNeeded` would call us a second time, only to answer
+/// "already injected": two calls per pod in every cluster. With the mount
+/// already there the plugin changes nothing, the final pod is the same, and a
+/// change by a later webhook still gets us reinvoked.
+///
+/// As the plugin does: the first `kube-api-access-*` volume, read-only, at the
+/// default path. Only when the pod does not opt out of automounting and one of
+/// its containers already mounts that volume there (the plugin's own work).
+fn service_account_token_mount(spec: &PodSpec) -> Option<VolumeMount> {
+    if spec.automount_service_account_token == Some(false) {
+        return None;
+    }
+    let volume = spec
+        .volumes
+        .as_deref()?
+        .iter()
+        .find(|v| v.name.starts_with(SERVICE_ACCOUNT_VOLUME_PREFIX))?;
+    let mounted = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .any(|m| m.name == volume.name && m.mount_path == SERVICE_ACCOUNT_TOKEN_PATH);
+    mounted.then(|| VolumeMount {
+        name: volume.name.clone(),
+        mount_path: SERVICE_ACCOUNT_TOKEN_PATH.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    })
 }
 
 fn skipped(

@@ -27,11 +27,18 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Builds (first time only) and starts etcd + kube-apiserver.
     pub fn up(name: &str) -> Self {
+        Self::up_with(name, &[])
+    }
+
+    /// [`ControlPlane::up`] with more environment for tests/control-plane/up
+    /// (e.g. `SERVICE_ACCOUNT_ADMISSION`, `APISERVER_EXTRA_ARGS`).
+    pub fn up_with(name: &str, env: &[(&str, &str)]) -> Self {
         let state_dir =
             std::env::temp_dir().join(format!("otel-injector-e2e-{name}-{}", std::process::id()));
         let started = Instant::now();
         let output = Command::new(repo().join("tests/control-plane/up"))
             .env("STATE_DIR", &state_dir)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/control-plane/up");

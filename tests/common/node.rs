@@ -23,6 +23,12 @@ impl Node {
     /// Installs what is missing (apt), builds or reuses the images, starts
     /// the node and waits until it is Ready. Needs root.
     pub fn up(plane: &ControlPlane) -> Node {
+        Self::up_with(plane, &[])
+    }
+
+    /// [`Node::up`] with more environment for tests/node/up (e.g.
+    /// `NODE_POD_NETWORK=bridge`).
+    pub fn up_with(plane: &ControlPlane, env: &[(&str, &str)]) -> Node {
         assert!(
             is_root(),
             "the node tests need root (containerd, runc, kubelet); \
@@ -37,6 +43,7 @@ impl Node {
         let output = Command::new(repo().join("tests/node/up"))
             .env("STATE_DIR", &plane.state_dir)
             .env("NODE_OWNER_PID", std::process::id().to_string())
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/node/up");
