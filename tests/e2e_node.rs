@@ -135,31 +135,22 @@ fn injected_pods_run_and_send_telemetry() {
     let mut cluster = start();
     eprintln!("cluster ready in {:.1}s", started.elapsed().as_secs_f64());
 
+    let done = |what: &str| {
+        eprintln!(
+            "scenario: {what}: ok ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let seed = seed_deployment(&cluster);
-    eprintln!(
-        "scenario: seed deployment: ok ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
+    done("seed deployment");
     gunicorn_workers(&cluster);
-    eprintln!(
-        "scenario: gunicorn, two workers: ok ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
+    done("gunicorn, two workers");
     let quiet = opt_outs_send_nothing(&cluster);
-    eprintln!(
-        "scenario: opt-outs: ok ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
+    done("opt-outs");
     verify_live_pods(&cluster, &quiet);
-    eprintln!(
-        "scenario: verify: ok ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
+    done("verify");
     webhook_down_during_rollout(&mut cluster, &seed);
-    eprintln!(
-        "scenario: webhook down during a rollout: ok ({:.1}s)",
-        started.elapsed().as_secs_f64()
-    );
+    done("webhook down during a rollout");
     timings(&cluster);
     eprintln!(
         "all node scenarios passed in {:.1}s",
