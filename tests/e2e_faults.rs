@@ -18,7 +18,10 @@ const PODS: usize = 500;
 const BATCH: usize = 25;
 
 #[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane")]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
 fn pods_created_while_the_webhook_is_killed_and_restarted() {
     let plane = Arc::new(ControlPlane::up("faults"));
     let mut webhook = Webhook::start(&plane, &["--kubernetes", "off"]);

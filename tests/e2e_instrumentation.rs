@@ -30,7 +30,10 @@ fn opted_in_pod(name: &str, value: &str) -> Value {
 }
 
 #[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane")]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
 fn operator_instrumentation_and_annotations_work_unchanged() {
     let plane = ControlPlane::up("instrumentation");
     plane.apply(&yaml_file("manifests/instrumentation/crd.yaml"));

@@ -98,9 +98,11 @@ fn assert_init_completed(pod: &Value) {
 /// Sends `ids` to `/work?id=` of a logstream app; every request must succeed.
 fn drive_logstream(app: &App, ids: &[String]) {
     for id in ids {
-        let (code, body) = eventually(&format!("{} answers /work", app.name), Duration::from_secs(20), || {
-            app.get(&format!("/work?id={id}"))
-        });
+        let (code, body) = eventually(
+            &format!("{} answers /work", app.name),
+            Duration::from_secs(20),
+            || app.get(&format!("/work?id={id}")),
+        );
         assert_eq!(code, 200, "{} /work?id={id}: {body}", app.name);
     }
 }
@@ -117,28 +119,52 @@ fn spans_for(receiver: &OtlpReceiver, id: &str) -> Vec<common::otlp::Span> {
 }
 
 fn pod_name(pod: &Value) -> String {
-    pod["metadata"]["name"].as_str().expect("pod name").to_owned()
+    pod["metadata"]["name"]
+        .as_str()
+        .expect("pod name")
+        .to_owned()
 }
 
 #[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node")]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
+)]
 fn injected_pods_run_and_send_telemetry() {
     let started = Instant::now();
     let mut cluster = start();
     eprintln!("cluster ready in {:.1}s", started.elapsed().as_secs_f64());
 
     let seed = seed_deployment(&cluster);
-    eprintln!("scenario: seed deployment: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario: seed deployment: ok ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     gunicorn_workers(&cluster);
-    eprintln!("scenario: gunicorn, two workers: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario: gunicorn, two workers: ok ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     let quiet = opt_outs_send_nothing(&cluster);
-    eprintln!("scenario: opt-outs: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario: opt-outs: ok ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     verify_live_pods(&cluster, &quiet);
-    eprintln!("scenario: verify: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario: verify: ok ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     webhook_down_during_rollout(&mut cluster, &seed);
-    eprintln!("scenario: webhook down during a rollout: ok ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "scenario: webhook down during a rollout: ok ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     timings(&cluster);
-    eprintln!("all node scenarios passed in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "all node scenarios passed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// tests/fixtures/offline/seed-deployment.yaml with the image, port and
@@ -152,7 +178,10 @@ fn seed_deployment(cluster: &Cluster) -> App {
     cluster.apply(&app.adapt(manifest));
     let pod = rollout(&cluster.plane, "cxtm", "cxtm-logstream");
 
-    assert_eq!(pod["spec"]["nodeName"], "localhost", "scheduled on the labelled node");
+    assert_eq!(
+        pod["spec"]["nodeName"], "localhost",
+        "scheduled on the labelled node"
+    );
     assert_eq!(pod["spec"]["nodeSelector"]["ao-node"], "observability");
     assert_eq!(init_count(&pod), 1, "one init container: {}", pod["spec"]);
     assert_init_completed(&pod);
@@ -186,7 +215,11 @@ fn seed_deployment(cluster: &Cluster) -> App {
             ("service.version", "25.2.0"),
             ("deployment.environment", "production"),
         ] {
-            assert_eq!(resource.get(key).map(String::as_str), Some(want), "{key} in {resource:?}");
+            assert_eq!(
+                resource.get(key).map(String::as_str),
+                Some(want),
+                "{key} in {resource:?}"
+            );
         }
     }
     receiver.wait_for("the app's log lines as OTLP log records", TELEMETRY, |r| {
@@ -195,7 +228,8 @@ fn seed_deployment(cluster: &Cluster) -> App {
             .all(|id| {
                 logs.iter().any(|l| {
                     l.body.contains(id.as_str())
-                        && l.resource.get("service.name").map(String::as_str) == Some("cxtm-logstream")
+                        && l.resource.get("service.name").map(String::as_str)
+                            == Some("cxtm-logstream")
                 })
             })
             .then_some(())
@@ -229,7 +263,10 @@ fn gunicorn_workers(cluster: &Cluster) {
     let mut item = 0u32;
     let deadline = Instant::now() + Duration::from_secs(60);
     while pids.len() < 2 {
-        assert!(Instant::now() < deadline, "gunicorn never answered from two workers: {pids:?}");
+        assert!(
+            Instant::now() < deadline,
+            "gunicorn never answered from two workers: {pids:?}"
+        );
         let batch: Vec<u32> = (item..item + 8).collect();
         item += 8;
         let answers: Vec<(u16, String)> = std::thread::scope(|s| {
@@ -240,7 +277,10 @@ fn gunicorn_workers(cluster: &Cluster) {
                     s.spawn(move || app.get(&format!("/items/{i}")))
                 })
                 .collect();
-            handles.into_iter().filter_map(|h| h.join().ok().flatten()).collect()
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect()
         });
         for (code, body) in answers {
             assert_eq!(code, 200, "{body}");
@@ -249,16 +289,23 @@ fn gunicorn_workers(cluster: &Cluster) {
         }
     }
     let receiver = &cluster.receiver;
-    let worker_pids = receiver.wait_for("server spans with http.route from both workers", TELEMETRY, |r| {
-        let seen: BTreeSet<String> = r
-            .spans()
-            .iter()
-            .filter(|s| s.resource.get("service.name").map(String::as_str) == Some("cxtm-web"))
-            .filter(|s| s.attributes.get("http.route").map(String::as_str) == Some("/items/<int:item_id>"))
-            .filter_map(|s| s.attributes.get("app.worker.pid").cloned())
-            .collect();
-        (seen == pids).then_some(seen)
-    });
+    let worker_pids = receiver.wait_for(
+        "server spans with http.route from both workers",
+        TELEMETRY,
+        |r| {
+            let seen: BTreeSet<String> = r
+                .spans()
+                .iter()
+                .filter(|s| s.resource.get("service.name").map(String::as_str) == Some("cxtm-web"))
+                .filter(|s| {
+                    s.attributes.get("http.route").map(String::as_str)
+                        == Some("/items/<int:item_id>")
+                })
+                .filter_map(|s| s.attributes.get("app.worker.pid").cloned())
+                .collect();
+            (seen == pids).then_some(seen)
+        },
+    );
     std::thread::sleep(QUIET);
     for i in 0..item {
         let target = format!("/items/{i}");
@@ -266,7 +313,11 @@ fn gunicorn_workers(cluster: &Cluster) {
             .spans()
             .iter()
             .filter(|s| s.resource.get("service.name").map(String::as_str) == Some("cxtm-web"))
-            .filter(|s| s.attributes.values().any(|v| v == &target || v.ends_with(&target)))
+            .filter(|s| {
+                s.attributes
+                    .values()
+                    .any(|v| v == &target || v.ends_with(&target))
+            })
             .filter(|s| s.attributes.contains_key("http.route"))
             .count();
         assert_eq!(n, 1, "request {target} must yield exactly one server span");
@@ -278,7 +329,8 @@ fn gunicorn_workers(cluster: &Cluster) {
 /// annotated `inject-python: "false"`: both run and serve, neither sends
 /// anything. Returns the opted-out cxtm pod's name.
 fn opt_outs_send_nothing(cluster: &Cluster) -> String {
-    let elsewhere = App::new("quiet-elsewhere", "elsewhere", LOGSTREAM_IMAGE).command(&["python", "run.py"]);
+    let elsewhere =
+        App::new("quiet-elsewhere", "elsewhere", LOGSTREAM_IMAGE).command(&["python", "run.py"]);
     let opted_out = App::new("quiet-optout", "cxtm", LOGSTREAM_IMAGE)
         .command(&["python", "run.py"])
         .pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
@@ -286,7 +338,13 @@ fn opt_outs_send_nothing(cluster: &Cluster) -> String {
     for app in [&elsewhere, &opted_out] {
         cluster.apply(&app.deployment());
         let pod = rollout(&cluster.plane, &app.namespace, &app.name);
-        assert_eq!(init_count(&pod), 0, "{} must not be injected: {}", app.name, pod["spec"]);
+        assert_eq!(
+            init_count(&pod),
+            0,
+            "{} must not be injected: {}",
+            app.name,
+            pod["spec"]
+        );
         drive_logstream(app, &[format!("{}-0", app.name), format!("{}-1", app.name)]);
         quiet_pod = pod_name(&pod);
     }
@@ -321,12 +379,19 @@ fn verify_live_pods(cluster: &Cluster, uninstrumented_pod: &str) {
     };
     let ok = run(&["-n", "cxtm", "--deployment", "cxtm-logstream"]);
     let text = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success(), "verify of the injected Deployment failed:\n{text}\n{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "verify of the injected Deployment failed:\n{text}\n{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(text.contains("verdict: instrumented"), "{text}");
 
     let bad = run(&["-n", "cxtm", "--pod", uninstrumented_pod]);
     let text = String::from_utf8_lossy(&bad.stdout);
-    assert!(!bad.status.success(), "verify of an uninstrumented pod must fail:\n{text}");
+    assert!(
+        !bad.status.success(),
+        "verify of an uninstrumented pod must fail:\n{text}"
+    );
     assert!(
         text.contains("[FAIL]") && text.contains("no auto-instrumentation init container"),
         "verify must say what is missing:\n{text}"
@@ -339,33 +404,66 @@ fn verify_live_pods(cluster: &Cluster, uninstrumented_pod: &str) {
 fn webhook_down_during_rollout(cluster: &mut Cluster, app: &App) {
     let webhook = cluster.webhook.as_mut().expect("webhook");
     webhook.kill();
-    cluster
-        .plane
-        .kubectl(&["rollout", "restart", "-n", "cxtm", "deployment/cxtm-logstream"], None);
+    cluster.plane.kubectl(
+        &[
+            "rollout",
+            "restart",
+            "-n",
+            "cxtm",
+            "deployment/cxtm-logstream",
+        ],
+        None,
+    );
     let pod = rollout(&cluster.plane, "cxtm", "cxtm-logstream");
-    assert_eq!(init_count(&pod), 0, "webhook down: the pod starts uninstrumented");
+    assert_eq!(
+        init_count(&pod),
+        0,
+        "webhook down: the pod starts uninstrumented"
+    );
     drive_logstream(app, &["down-0".to_owned()]);
     std::thread::sleep(QUIET);
-    assert!(spans_for(&cluster.receiver, "down-0").is_empty(), "an uninstrumented pod sent spans");
+    assert!(
+        spans_for(&cluster.receiver, "down-0").is_empty(),
+        "an uninstrumented pod sent spans"
+    );
 
     let plane = &cluster.plane;
     let webhook = cluster.webhook.as_mut().expect("webhook");
     webhook.restart(plane);
     // The restarted webhook listens on the same port the API server knows.
-    plane.kubectl(&["rollout", "restart", "-n", "cxtm", "deployment/cxtm-logstream"], None);
+    plane.kubectl(
+        &[
+            "rollout",
+            "restart",
+            "-n",
+            "cxtm",
+            "deployment/cxtm-logstream",
+        ],
+        None,
+    );
     let pod = rollout(plane, "cxtm", "cxtm-logstream");
-    assert_eq!(init_count(&pod), 1, "instrumented exactly once after the restart");
+    assert_eq!(
+        init_count(&pod),
+        1,
+        "instrumented exactly once after the restart"
+    );
     assert_init_completed(&pod);
     let ids: Vec<String> = (0..3).map(|i| format!("back-{i}")).collect();
     drive_logstream(app, &ids);
     for id in &ids {
-        cluster.receiver.wait_for(&format!("the span of {id}"), TELEMETRY, |r| {
-            (!spans_for(r, id).is_empty()).then_some(())
-        });
+        cluster
+            .receiver
+            .wait_for(&format!("the span of {id}"), TELEMETRY, |r| {
+                (!spans_for(r, id).is_empty()).then_some(())
+            });
     }
     std::thread::sleep(QUIET);
     for id in &ids {
-        assert_eq!(spans_for(&cluster.receiver, id).len(), 1, "one span for {id}");
+        assert_eq!(
+            spans_for(&cluster.receiver, id).len(),
+            1,
+            "one span for {id}"
+        );
     }
 }
 
@@ -392,10 +490,14 @@ fn timings(cluster: &Cluster) {
             let applied = Instant::now();
             cluster.apply(&app.deployment());
             let pod = rollout(&cluster.plane, "cxtm", &name);
-            let times = eventually("the watch saw the pod Ready", Duration::from_secs(10), || {
-                let t = watch.get(&pod_name(&pod));
-                t.ready.map(|r| (t, r))
-            });
+            let times = eventually(
+                "the watch saw the pod Ready",
+                Duration::from_secs(10),
+                || {
+                    let t = watch.get(&pod_name(&pod));
+                    t.ready.map(|r| (t, r))
+                },
+            );
             let (times, ready) = times;
             let created = times.created.unwrap_or(applied);
             if inject {
@@ -412,9 +514,10 @@ fn timings(cluster: &Cluster) {
             } else {
                 plain.push(ready - created);
             }
-            cluster
-                .plane
-                .kubectl(&["delete", "deployment", "-n", "cxtm", &name, "--wait=false"], None);
+            cluster.plane.kubectl(
+                &["delete", "deployment", "-n", "cxtm", &name, "--wait=false"],
+                None,
+            );
         }
     }
     eprintln!(

@@ -40,7 +40,11 @@ impl Node {
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/node/up");
-        assert!(output.status.success(), "tests/node/up failed: {}", output.status);
+        assert!(
+            output.status.success(),
+            "tests/node/up failed: {}",
+            output.status
+        );
         node.env = String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
@@ -179,14 +183,31 @@ impl App {
 pub fn rollout(plane: &ControlPlane, namespace: &str, name: &str) -> Value {
     let target = format!("deployment/{name}");
     if let Err(e) = plane.try_kubectl(
-        &["rollout", "status", "-n", namespace, &target, "--timeout=150s"],
+        &[
+            "rollout",
+            "status",
+            "-n",
+            namespace,
+            &target,
+            "--timeout=150s",
+        ],
         None,
     ) {
         let pods = plane
             .try_kubectl(&["get", "pods", "-n", namespace, "-o", "wide"], None)
             .unwrap_or_default();
         let describe = plane
-            .try_kubectl(&["describe", "pods", "-n", namespace, "-l", &format!("app={name}")], None)
+            .try_kubectl(
+                &[
+                    "describe",
+                    "pods",
+                    "-n",
+                    namespace,
+                    "-l",
+                    &format!("app={name}"),
+                ],
+                None,
+            )
             .unwrap_or_default();
         panic!("{e}\n{pods}\n{describe}");
     }
@@ -197,7 +218,16 @@ pub fn rollout(plane: &ControlPlane, namespace: &str, name: &str) -> Value {
 pub fn newest_pod(plane: &ControlPlane, namespace: &str, name: &str) -> Option<Value> {
     let out = plane
         .try_kubectl(
-            &["get", "pods", "-n", namespace, "-l", &format!("app={name}"), "-o", "json"],
+            &[
+                "get",
+                "pods",
+                "-n",
+                namespace,
+                "-l",
+                &format!("app={name}"),
+                "-o",
+                "json",
+            ],
             None,
         )
         .ok()?;
@@ -206,7 +236,11 @@ pub fn newest_pod(plane: &ControlPlane, namespace: &str, name: &str) -> Option<V
         .as_array()?
         .iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .max_by_key(|p| p["metadata"]["creationTimestamp"].as_str().map(str::to_owned))
+        .max_by_key(|p| {
+            p["metadata"]["creationTimestamp"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .cloned()
 }
 
