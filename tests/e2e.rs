@@ -64,7 +64,10 @@ fn assert_seed_configuration(pod: &Value) {
 }
 
 #[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane")]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
 fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     let started = std::time::Instant::now();
     let plane = ControlPlane::up("core");
@@ -92,11 +95,12 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     assert_eq!(
         stored["spec"]["containers"][0]["command"],
         json!([
-            "python3",
+            "python",
             "/otel-auto-instrumentation/bin/opentelemetry-instrument",
             "python",
             "run.py"
-        ])
+        ]),
+        "the wrapper runs the container's own interpreter (the default)"
     );
     assert_eq!(
         stored["metadata"]["annotations"]["otel-injector.io/status"],
