@@ -23,6 +23,12 @@ impl Node {
     /// Installs what is missing (apt), builds or reuses the images, starts
     /// the node and waits until it is Ready. Needs root.
     pub fn up(plane: &ControlPlane) -> Node {
+        Node::up_with_images(plane, &[])
+    }
+
+    /// `up` with only these images (tests/images/build names, e.g.
+    /// `runtime-venv`) built and imported; empty: all of them.
+    pub fn up_with_images(plane: &ControlPlane, images: &[&str]) -> Node {
         assert!(
             is_root(),
             "the node tests need root (containerd, runc, kubelet); \
@@ -37,6 +43,7 @@ impl Node {
         let output = Command::new(repo().join("tests/node/up"))
             .env("STATE_DIR", &plane.state_dir)
             .env("NODE_OWNER_PID", std::process::id().to_string())
+            .env("NODE_IMAGES", images.join(" "))
             .stderr(Stdio::inherit())
             .output()
             .expect("run tests/node/up");
