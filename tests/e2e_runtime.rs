@@ -758,10 +758,27 @@ fn django(m: &Matrix, auto: Auto, name: &str, command: &[&str]) -> String {
             pod["status"]
         );
         m.delete(name);
+        // What a user does about it with this image: PYTHONPATH=/app in the
+        // pod (merged after the sitecustomize directory).
+        let fixed = format!("{name}-pp");
+        let app = App::new(&fixed, "cxtm", "local/runtime-py3.11:1").command(command);
+        let mut deployment = app.deployment();
+        let c = &mut deployment["spec"]["template"]["spec"]["containers"][0];
+        let mut env = c["env"].as_array().cloned().unwrap_or_default();
+        env.push(json!({"name": "DJANGO_SETTINGS_MODULE", "value": "mysite.settings"}));
+        env.push(json!({"name": "PYTHONPATH", "value": "/app"}));
+        c["env"] = json!(env);
+        m.plane.apply(&deployment);
+        rollout(&m.plane, "cxtm", &fixed);
+        let (ok, body) = get(&app, "/items/7");
+        assert_eq!(ok, 200, "{body}");
+        assert!(body.contains("mysite.settings"), "{body}");
+        django_span(m, &fixed);
+        m.delete(&fixed);
         return format!(
-            "RUNS BUT DOES NOT SERVE: Django configured with empty settings (HTTP {code}) because \
-             the settings module is not importable when sitecustomize runs; set PYTHONPATH=/app \
-             in the pod, or use the multi-version image"
+            "RUNS BUT DOES NOT SERVE: Django configured with empty settings (HTTP {code}): the \
+             settings module is not importable while sitecustomize runs. With PYTHONPATH=/app in \
+             the pod it serves and is instrumented; the multi-version image needs nothing"
         );
     }
     let pod = rollout(&m.plane, "cxtm", name);
@@ -773,20 +790,25 @@ fn django(m: &Matrix, auto: Auto, name: &str, command: &[&str]) -> String {
         answer["settings"], "mysite.settings",
         "the project's own settings: {body}"
     );
-    let span = m.receiver.wait_for(
-        &format!("a Django server span from {name}"),
-        TELEMETRY,
-        |r| {
-            r.spans().into_iter().find(|s| {
-                s.resource.get("service.name").map(String::as_str) == Some(name)
-                    && s.attributes.get("http.route").map(String::as_str)
-                        == Some("items/<int:item_id>")
-            })
-        },
-    );
+    let span = django_span(m, name);
     m.delete(name);
     format!(
         "instrumented ({} span, route {})",
         span.scope, span.attributes["http.route"]
+    )
+}
+
+/// A Django server span for `/items/<int:item_id>` from `service`.
+fn django_span(m: &Matrix, service: &str) -> common::otlp::Span {
+    m.receiver.wait_for(
+        &format!("a Django server span from {service}"),
+        TELEMETRY,
+        |r| {
+            r.spans().into_iter().find(|s| {
+                s.resource.get("service.name").map(String::as_str) == Some(service)
+                    && s.attributes.get("http.route").map(String::as_str)
+                        == Some("items/<int:item_id>")
+            })
+        },
     )
 }
