@@ -82,7 +82,10 @@ def _otel_injector_start():
         from opentelemetry.instrumentation.auto_instrumentation import initialize
 
         initialize()  # logs its own failure ("Failed to auto initialize OpenTelemetry")
-        wanted = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+        wanted = (
+            os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+            and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
+        )
         if wanted and type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider":
             say(
                 "auto-instrumentation did not start in Python %s (%s): see the error above; "
