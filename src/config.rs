@@ -1,8 +1,12 @@
 //! Operator-side configuration: what gets injected and where.
 //!
-//! The built-in default is the `cxtm` profile: exactly the configuration the
+//! The built-in default is the `cxtm` profile: the configuration the
 //! platform team reached by hand for `cxtm-logstream`
-//! (`manifests/config.yaml` holds the same values as a file).
+//! (`manifests/config.yaml` holds the same values as a file), with one
+//! deliberate difference: the command wrapper runs `opentelemetry-instrument`
+//! with the container's own interpreter, not `python3` (an image without
+//! `python3` on PATH would crash-loop). `commandWrapper.interpreter: python3`
+//! gives the seed's exact command.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -100,7 +104,11 @@ pub struct Exporter {
 pub struct CommandWrapper {
     /// Wrap a container `command` that starts with a Python interpreter.
     pub enabled: bool,
-    /// Interpreter that runs `opentelemetry-instrument`; empty: the container's own.
+    /// Interpreter that runs `opentelemetry-instrument`. Empty (the default):
+    /// the container's own, i.e. the command's first element, which exists in
+    /// the image because the command ran without us. `python3` gives the
+    /// seed's hand-made command, but crash-loops images without `python3` on
+    /// PATH (a virtualenv with only `python`).
     pub interpreter: String,
 }
 
@@ -148,7 +156,7 @@ impl Default for CommandWrapper {
     fn default() -> Self {
         CommandWrapper {
             enabled: true,
-            interpreter: "python3".to_owned(),
+            interpreter: String::new(),
         }
     }
 }

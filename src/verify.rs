@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, LogParams};
 use kube::core::Selector;
 
 use crate::admission;
@@ -242,6 +242,277 @@ fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
     checks
 }
 
+/// What a container's log (or its last termination message) says about why
+/// the instrumentation, or the container itself, did not start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// `the interpreter`, `the Python version`, `the permission` or `a start-up error`.
+    pub kind: &'static str,
+    /// The line that says so, with the Python version when the text names one.
+    pub detail: String,
+    pub fix: &'static str,
+}
+
+const FIX_INTERPRETER: &str = "commandWrapper.interpreter: \"\" (the default) runs opentelemetry-instrument with the command's own interpreter; or commandWrapper.enabled: false";
+const FIX_VERSION: &str = "the auto-instrumentation image has no packages for this Python: use the multi-version image (images/autoinstrumentation-python) or one built for this Python; with a wrapped command, commandWrapper.enabled: false at least lets the app start";
+const FIX_PERMISSION: &str = "the init container runs with the app container's securityContext: the user must be able to read the image's /autoinstrumentation and write the volume (an emptyDir is writable by everyone)";
+const FIX_STARTUP: &str = "read the container's log around the error; the app runs uninstrumented";
+
+/// `3.9` from `/usr/lib/python3.9/typing.py`, `Python 3.9`, ...
+fn python_version_in(text: &str) -> Option<String> {
+    for marker in ["python3.", "Python 3."] {
+        for (i, _) in text.match_indices(marker) {
+            let rest = &text[i + marker.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !digits.is_empty() {
+                return Some(format!("3.{digits}"));
+            }
+        }
+    }
+    None
+}
+
+/// The last line of the traceback that starts at or after `from`.
+fn error_line(lines: &[&str], from: usize) -> String {
+    lines[from..]
+        .iter()
+        .map(|l| l.trim())
+        .find(|l| {
+            l.contains("Error:")
+                || l.contains("Error ")
+                || l.starts_with("Exception")
+                || l.ends_with("Error")
+        })
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Reads a container log (and/or a termination message) for the known ways
+/// an injected Python process fails to start its instrumentation or itself.
+pub fn classify(text: &str) -> Option<Cause> {
+    let lines: Vec<&str> = text.lines().collect();
+    let with_version =
+        |detail: String| match python_version_in(&detail).or_else(|| python_version_in(text)) {
+            Some(v)
+                if !detail.contains(&format!("python{v}"))
+                    && !detail.contains(&format!("Python {v}")) =>
+            {
+                format!("{detail} (python{v})")
+            }
+            _ => detail,
+        };
+    if let Some(line) = lines.iter().find(|l| {
+        l.contains("executable file not found")
+            || (l.contains("exec:") && l.contains("no such file"))
+    }) {
+        return Some(Cause {
+            kind: "the interpreter",
+            detail: format!(
+                "the command's first element is not in the image: {}",
+                line.trim()
+            ),
+            fix: FIX_INTERPRETER,
+        });
+    }
+    if let Some(line) = lines.iter().find(|l| {
+        l.contains("otel-injector: auto-instrumentation not started")
+            || l.contains("otel-injector: auto-instrumentation did not start")
+    }) {
+        let kind = if line.contains("no build for Python") {
+            "the Python version"
+        } else {
+            "a start-up error"
+        };
+        return Some(Cause {
+            kind,
+            detail: line.trim().to_owned(),
+            fix: if kind == "a start-up error" {
+                FIX_STARTUP
+            } else {
+                FIX_VERSION
+            },
+        });
+    }
+    if let Some(i) = lines
+        .iter()
+        .position(|l| l.contains("Error in sitecustomize"))
+    {
+        let error = error_line(&lines, i + 1);
+        return Some(Cause {
+            kind: "the Python version",
+            detail: with_version(format!(
+                "sitecustomize (the auto-instrumentation) does not import in this Python: {error}"
+            )),
+            fix: FIX_VERSION,
+        });
+    }
+    if let Some(i) = lines
+        .iter()
+        .position(|l| l.contains("Traceback"))
+        .filter(|_| text.contains("/bin/opentelemetry-instrument"))
+    {
+        let error = error_line(&lines, i);
+        if error.contains("PermissionError") || error.contains("Permission denied") {
+            return Some(Cause {
+                kind: "the permission",
+                detail: error,
+                fix: FIX_PERMISSION,
+            });
+        }
+        return Some(Cause {
+            kind: "the Python version",
+            detail: with_version(format!(
+                "the wrapper (opentelemetry-instrument) cannot run in this Python: {error}"
+            )),
+            fix: FIX_VERSION,
+        });
+    }
+    if let Some(line) = lines.iter().find(|l| {
+        l.contains("Permission denied")
+            || l.contains("Read-only file system")
+            || l.contains("PermissionError")
+    }) {
+        return Some(Cause {
+            kind: "the permission",
+            detail: line.trim().to_owned(),
+            fix: FIX_PERMISSION,
+        });
+    }
+    if let Some(i) = lines
+        .iter()
+        .position(|l| l.contains("Failed to auto initialize OpenTelemetry"))
+    {
+        return Some(Cause {
+            kind: "a start-up error",
+            detail: format!(
+                "Failed to auto initialize OpenTelemetry: {}",
+                error_line(&lines, i + 1)
+            ),
+            fix: FIX_STARTUP,
+        });
+    }
+    None
+}
+
+/// What the cluster says about the running pod, beyond its spec.
+#[derive(Clone, Debug, Default)]
+pub struct Logs {
+    /// The app container's current log (its tail).
+    pub current: Option<String>,
+    /// The log of its last terminated instance, when it restarted.
+    pub previous: Option<String>,
+    /// The init container's log, when it failed.
+    pub init: Option<String>,
+}
+
+/// Runtime checks (pure): did the app container start, and did the
+/// instrumentation start in it? Names the cause when not: the interpreter,
+/// the Python version, or the permission.
+pub fn check_runtime(pod: &Pod, config: &Config, logs: &Logs) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let Some(container) = target(pod, config) else {
+        return checks;
+    };
+    let label = |what: &str| format!("{what} in container {}", container.name);
+    if let Some(init_log) = &logs.init
+        && let Some(cause) = classify(init_log)
+    {
+        checks.push(check(
+            "init container could copy the instrumentation",
+            false,
+            format!("{}: {}", cause.kind, cause.detail),
+            cause.fix,
+        ));
+    }
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == container.name));
+    let Some(status) = status else {
+        checks.push(Check {
+            what: label("app started"),
+            status: Status::Pending,
+            detail: "no status yet".into(),
+            fix: None,
+        });
+        return checks;
+    };
+    let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .filter(|t| t.exit_code != 0);
+    let waiting = status.state.as_ref().and_then(|s| s.waiting.as_ref());
+    if let (false, Some(t)) = (running, last) {
+        let text = format!(
+            "{}\n{}",
+            t.message.clone().unwrap_or_default(),
+            logs.previous.clone().unwrap_or_default()
+        );
+        let reason = waiting
+            .and_then(|w| w.reason.clone())
+            .unwrap_or_else(|| "restarting".into());
+        let (detail, fix) = match classify(&text) {
+            Some(cause) => (
+                format!(
+                    "{reason}, exit {} ({} restarts); cause: {}: {}",
+                    t.exit_code, status.restart_count, cause.kind, cause.detail
+                ),
+                cause.fix,
+            ),
+            None => (
+                format!(
+                    "{reason}, exit {} ({} restarts): read kubectl logs --previous",
+                    t.exit_code, status.restart_count
+                ),
+                "compare with the pod without the webhook (annotation instrumentation.opentelemetry.io/inject-python: \"false\")",
+            ),
+        };
+        checks.push(check(label("app started"), false, detail, fix));
+        return checks;
+    }
+    if !running {
+        checks.push(Check {
+            what: label("app started"),
+            status: Status::Pending,
+            detail: waiting
+                .and_then(|w| w.reason.clone())
+                .unwrap_or_else(|| "not running yet".into()),
+            fix: None,
+        });
+        return checks;
+    }
+    checks.push(check(label("app started"), true, "running", ""));
+    match &logs.current {
+        None => checks.push(Check {
+            what: label("instrumentation started"),
+            status: Status::Pending,
+            detail: "could not read the container's log".into(),
+            fix: None,
+        }),
+        // A running app's own "Permission denied" lines are not ours to judge.
+        Some(log) => match classify(log)
+            .filter(|c| c.kind != "the permission" && c.kind != "the interpreter")
+        {
+            Some(cause) => checks.push(check(
+                label("instrumentation started"),
+                false,
+                format!("no: {}: {}", cause.kind, cause.detail),
+                cause.fix,
+            )),
+            None => checks.push(check(
+                label("instrumentation started"),
+                true,
+                "no start-up error in the log",
+                "",
+            )),
+        },
+    }
+    checks
+}
+
 /// Renders checklists; returns the text and whether every check passed (or is pending).
 pub fn render(results: &[(String, Vec<Check>)]) -> (String, bool) {
     let mut out = String::new();
@@ -331,13 +602,12 @@ pub async fn verify(
     }
     let mut results: Vec<(String, Vec<Check>)> = Vec::with_capacity(found.len());
     for pod in &found {
+        let name = pod.metadata.name.as_deref().unwrap_or("?");
         let mut checks = check_pod(pod, config);
+        let logs = fetch_logs(&pods, pod, config).await;
+        checks.extend(check_runtime(pod, config, &logs));
         checks.extend(check_inside(&pods, pod, config).await);
-        let title = format!(
-            "Pod {namespace}/{}",
-            pod.metadata.name.as_deref().unwrap_or("?")
-        );
-        results.push((title, checks));
+        results.push((format!("Pod {namespace}/{name}"), checks));
     }
     Ok(render(&results))
 }
@@ -514,6 +784,53 @@ pub async fn check_inside(pods: &Api<Pod>, pod: &Pod, config: &Config) -> Vec<Ch
     )]
 }
 
+/// The logs `check_runtime` reads: the app container's tail, its previous
+/// instance's when it restarted, the init container's when it failed. A log
+/// that cannot be read is left out (the check then stays pending).
+async fn fetch_logs(pods: &Api<Pod>, pod: &Pod, config: &Config) -> Logs {
+    let mut logs = Logs::default();
+    let Some(name) = pod.metadata.name.as_deref() else {
+        return logs;
+    };
+    let Some(container) = target(pod, config) else {
+        return logs;
+    };
+    let params = |container: &str, previous: bool| LogParams {
+        container: Some(container.to_owned()),
+        previous,
+        tail_lines: Some(400),
+        limit_bytes: Some(256 * 1024),
+        ..LogParams::default()
+    };
+    let status = pod.status.as_ref();
+    let restarted = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == container.name))
+        .is_some_and(|s| s.restart_count > 0);
+    logs.current = pods.logs(name, &params(&container.name, false)).await.ok();
+    if restarted {
+        logs.previous = pods.logs(name, &params(&container.name, true)).await.ok();
+    }
+    let init_failed = status
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == config.init_container_name))
+        .and_then(|s| {
+            s.state
+                .as_ref()?
+                .terminated
+                .as_ref()
+                .or(s.last_state.as_ref()?.terminated.as_ref())
+        })
+        .is_some_and(|t| t.exit_code != 0);
+    if init_failed {
+        logs.init = pods
+            .logs(name, &params(&config.init_container_name, false))
+            .await
+            .ok();
+    }
+    logs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,5 +898,38 @@ mod tests {
             .expect_err("empty")
             .to_string();
         assert!(err.contains("cxtm/app"), "{err}");
+    }
+
+    /// Logs as measured on the node (tests/e2e_runtime.rs).
+    #[test]
+    fn classify_names_the_cause() {
+        let wrapper_on_39 = "Error in sitecustomize; set PYTHONVERBOSE for traceback:\n\
+            ImportError: cannot import name 'TypeAlias' from 'typing' (/usr/lib/python3.9/typing.py)\n\
+            Traceback (most recent call last):\n  File \"/otel-auto-instrumentation/bin/opentelemetry-instrument\", line 5, in <module>\n\
+            \x20   from opentelemetry.instrumentation.auto_instrumentation import run\n\
+            ImportError: cannot import name 'TypeAlias' from 'typing' (/usr/lib/python3.9/typing.py)\n";
+        let cause = classify(wrapper_on_39).expect("a cause");
+        assert_eq!(cause.kind, "the Python version");
+        assert!(cause.detail.contains("python3.9"), "{cause:?}");
+
+        let no_python3 = "failed to create containerd task: failed to create shim task: OCI runtime create failed: \
+            runc create failed: unable to start container process: exec: \"python3\": executable file not found in $PATH: unknown";
+        let cause = classify(no_python3).expect("a cause");
+        assert_eq!(cause.kind, "the interpreter");
+        assert!(cause.detail.contains("python3"), "{cause:?}");
+
+        let front = "otel-injector: auto-instrumentation not started: no build for Python 3.8 (/usr/bin/python3) \
+            in /otel-auto-instrumentation (it has 3.9, 3.10); the application runs uninstrumented\nserving\n";
+        let cause = classify(front).expect("a cause");
+        assert_eq!(cause.kind, "the Python version");
+        assert!(cause.detail.contains("Python 3.8"), "{cause:?}");
+
+        let init = "cp: can't create '/otel-auto-instrumentation/bin': Permission denied\n";
+        assert_eq!(classify(init).expect("a cause").kind, "the permission");
+
+        assert_eq!(
+            classify("runtime app: Python 3.11.2 on 127.0.0.1:8080\nINFO work id=1\n"),
+            None
+        );
     }
 }

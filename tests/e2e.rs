@@ -95,11 +95,12 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     assert_eq!(
         stored["spec"]["containers"][0]["command"],
         json!([
-            "python3",
+            "python",
             "/otel-auto-instrumentation/bin/opentelemetry-instrument",
             "python",
             "run.py"
-        ])
+        ]),
+        "the wrapper runs the container's own interpreter (the default)"
     );
     assert_eq!(
         stored["metadata"]["annotations"]["otel-injector.io/status"],

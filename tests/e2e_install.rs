@@ -97,7 +97,16 @@ fn install() -> Install {
             ("APISERVER_EXTRA_ARGS", "--enable-aggregator-routing=true"),
         ],
     );
-    let node = Node::up_with(&plane, &[("NODE_POD_NETWORK", "bridge")]);
+    let node = Node::up_with(
+        &plane,
+        &[
+            ("NODE_POD_NETWORK", "bridge"),
+            (
+                "NODE_IMAGES",
+                "pause autoinstrumentation-python cxtm-logstream",
+            ),
+        ],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let install = Install {
         node: Some(node),

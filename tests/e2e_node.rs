@@ -62,7 +62,15 @@ fn config_for(receiver: &OtlpReceiver) -> tempfile::NamedTempFile {
 
 fn start() -> Cluster {
     let plane = ControlPlane::up("node");
-    let node = Node::up(&plane);
+    let node = Node::up_with_images(
+        &plane,
+        &[
+            "pause",
+            "autoinstrumentation-python",
+            "cxtm-logstream",
+            "cxtm-web",
+        ],
+    );
     let receiver = OtlpReceiver::start();
     let config = config_for(&receiver);
     let config_path = config.path().to_str().expect("config path").to_owned();

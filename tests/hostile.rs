@@ -122,7 +122,7 @@ async fn assert_serves(server: &TestServer) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["response"]["uid"], "after-hostile");
     let mutated = apply_response(&pod, &body);
-    assert_eq!(mutated["spec"], fixture("seed-expected-pod.json")["spec"]);
+    assert_eq!(mutated["spec"], seed_expected_by_default()["spec"]);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "a normal review took {:?}",

@@ -21,9 +21,14 @@ fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>
     (admitted.pod, admitted.injection)
 }
 
+/// The seed's exact hand-made configuration: the built-in profile with
+/// `commandWrapper.interpreter: python3` (the default runs the container's
+/// own interpreter instead; see the next test).
 #[test]
 fn seed_pod_comes_out_as_the_seed_configured_it_by_hand() {
-    let (mutated, injection) = admit(&fixture("seed-pod.json"), "cxtm");
+    let config = Config::from_yaml("commandWrapper:\n  interpreter: python3\n").expect("config");
+    let admitted = admit_with(&fixture("seed-pod.json"), "cxtm", &config, &StaticView);
+    let (mutated, injection) = (admitted.pod, admitted.injection);
     let injection = injection.expect("cxtm pods are in scope");
     assert_eq!(injection.outcome, Outcome::Injected);
     let expected = fixture("seed-expected-pod.json");
@@ -38,6 +43,30 @@ fn seed_pod_comes_out_as_the_seed_configured_it_by_hand() {
     let mut meta = mutated["metadata"].clone();
     meta.as_object_mut().map(|m| m.remove("annotations"));
     assert_eq!(meta, expected["metadata"]);
+}
+
+/// The default wrapper names the interpreter the container's command already
+/// uses, so an image without `python3` on PATH still starts. Everything else
+/// is the seed's configuration.
+#[test]
+fn default_wrapper_uses_the_containers_own_interpreter() {
+    let (mutated, _) = admit(&fixture("seed-pod.json"), "cxtm");
+    assert_eq!(mutated["spec"], seed_expected_by_default()["spec"]);
+
+    let venv = json!({
+        "metadata": {"name": "venv", "namespace": "cxtm"},
+        "spec": {"containers": [{"name": "app", "image": "venv:1", "command": ["/app/venv/bin/python", "app.py"]}]}
+    });
+    let (out, _) = admit(&venv, "cxtm");
+    assert_eq!(
+        out["spec"]["containers"][0]["command"],
+        json!([
+            "/app/venv/bin/python",
+            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+            "/app/venv/bin/python",
+            "app.py"
+        ])
+    );
 }
 
 #[test]

@@ -56,10 +56,13 @@ fn seed_deployment_gets_the_seed_configuration_and_keeps_its_own_fields() {
     let before = &yaml_docs(&input)[0];
     let after = &yaml_docs(&out)[0];
     let mut expected_spec = fixture("seed-expected-pod.json")["spec"].clone();
+    // The one deliberate difference from the seed's hand-made pod: the wrapper
+    // runs the container's own interpreter (`python`), not `python3`.
+    expected_spec["containers"][0]["command"][0] = serde_json::json!("python");
     assert_eq!(
         after["spec"]["template"]["spec"],
         expected_spec.take(),
-        "pod template = the seed's final configuration"
+        "pod template = the seed's final configuration, but for the wrapper's interpreter"
     );
     for field in [
         "/apiVersion",

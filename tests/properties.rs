@@ -697,8 +697,9 @@ fn check(original: &Value) -> Result<(), String> {
         match (before.get("command"), after.get("command")) {
             (b, a) if b == a => {}
             (Some(b), Some(a)) => {
+                // The default interpreter is the container's own: command[0].
                 let mut wrapped = vec![
-                    json!("python3"),
+                    b[0].clone(),
                     json!(format!("{DEFAULT_MOUNT_PATH}/bin/opentelemetry-instrument")),
                 ];
                 wrapped.extend(b.as_array().cloned().unwrap_or_default());

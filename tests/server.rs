@@ -25,7 +25,7 @@ async fn seed_pod_review_over_tls_is_patched_to_the_seed_configuration() {
             "patch must be base64 text as Kubernetes documents it: {body}"
         );
         let mutated = apply_response(&pod, &body);
-        assert_eq!(mutated["spec"], fixture("seed-expected-pod.json")["spec"]);
+        assert_eq!(mutated["spec"], seed_expected_by_default()["spec"]);
     }
 }
 

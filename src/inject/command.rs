@@ -21,10 +21,30 @@ pub fn is_python_interpreter(arg: &str) -> bool {
             && !version.ends_with('.'))
 }
 
+/// The `(major, minor)` a versioned interpreter name states: `python3.9` gives
+/// `(3, Some(9))`, `python2` `(2, None)`, `python` nothing.
+fn stated_version(arg: &str) -> Option<(u32, Option<u32>)> {
+    let base = arg.rsplit('/').next().unwrap_or(arg);
+    let version = base.strip_prefix("python")?;
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next().and_then(|m| m.parse().ok());
+    Some((major, minor))
+}
+
+/// The oldest Python the auto-instrumentation supports (0.54b1: 3.8).
+pub const MIN_PYTHON: (u32, u32) = (3, 8);
+
 /// `[interpreter, <mount>/bin/opentelemetry-instrument, <command...>]` when the
 /// command starts with a Python interpreter. Without a `command` the image's
 /// ENTRYPOINT is unknown to a webhook (the seed's image starts through
 /// `docker-entrypoint.sh`), so replacing it could skip the entrypoint.
+///
+/// `interpreter` empty means the container's own (`command[0]`): it exists,
+/// since the command ran without us. The wrapper is a Python program in front
+/// of the app, so an interpreter that names a version which cannot run it
+/// (Python 2, 3.7 and older) is not wrapped: the app starts as it would have,
+/// and `sitecustomize` fails harmlessly there.
 pub fn wrap(command: Option<&[String]>, mount_path: &str, interpreter: &str) -> Wrap {
     let Some(command) = command.filter(|c| !c.is_empty()) else {
         return Wrap::NotWrapped(
@@ -43,7 +63,17 @@ pub fn wrap(command: Option<&[String]>, mount_path: &str, interpreter: &str) -> 
         );
     }
     let interpreter = if interpreter.is_empty() {
-        command[0].as_str()
+        match stated_version(&command[0]) {
+            Some((major, minor))
+                if major < MIN_PYTHON.0
+                    || (major == MIN_PYTHON.0 && minor.is_some_and(|m| m < MIN_PYTHON.1)) =>
+            {
+                return Wrap::NotWrapped(
+                    "the command's interpreter is older than Python 3.8 and cannot run opentelemetry-instrument: not wrapped, so the app starts as before (uninstrumented)",
+                );
+            }
+            _ => command[0].as_str(),
+        }
     } else {
         interpreter
     };
@@ -123,6 +153,50 @@ mod tests {
                 "app"
             ]))
         );
+    }
+
+    #[test]
+    fn the_containers_own_interpreter_is_the_default() {
+        // A virtualenv image with only `python` on PATH: the wrapper must not
+        // name an interpreter the image may not have.
+        let got = wrap(
+            Some(&cmd(&["/app/venv/bin/python", "app.py"])),
+            "/m",
+            &crate::config::Config::default().command_wrapper.interpreter,
+        );
+        assert_eq!(
+            got,
+            Wrap::Wrapped(cmd(&[
+                "/app/venv/bin/python",
+                "/m/bin/opentelemetry-instrument",
+                "/app/venv/bin/python",
+                "app.py"
+            ]))
+        );
+    }
+
+    #[test]
+    fn interpreters_too_old_for_the_wrapper_are_not_wrapped() {
+        for old in ["python2", "python2.7", "/usr/bin/python3.7", "python3.6"] {
+            assert!(
+                matches!(wrap(Some(&cmd(&[old, "app.py"])), "/m", ""), Wrap::NotWrapped(why) if why.contains("3.8")),
+                "{old}"
+            );
+        }
+        for ok in ["python", "python3", "python3.8", "python3.13", "python4"] {
+            assert!(
+                matches!(
+                    wrap(Some(&cmd(&[ok, "app.py"])), "/m", ""),
+                    Wrap::Wrapped(_)
+                ),
+                "{ok}"
+            );
+        }
+        // An explicitly configured interpreter is used as configured.
+        assert!(matches!(
+            wrap(Some(&cmd(&["python2", "app.py"])), "/m", "python3"),
+            Wrap::Wrapped(_)
+        ));
     }
 
     #[test]

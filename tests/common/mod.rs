@@ -25,6 +25,20 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
+/// The seed's final pod (`seed-expected-pod.json`) as the default config
+/// makes it: the wrapper runs the container's own interpreter (`python`),
+/// where the seed's hand-made command said `python3`
+/// (`commandWrapper.interpreter: python3` gives the fixture exactly).
+pub fn seed_expected_by_default() -> Value {
+    let mut expected = fixture("seed-expected-pod.json");
+    assert_eq!(
+        expected["spec"]["containers"][0]["command"][0], "python3",
+        "the fixture is the seed's hand-made command"
+    );
+    expected["spec"]["containers"][0]["command"][0] = json!("python");
+    expected
+}
+
 pub fn pod(value: &Value) -> Pod {
     serde_json::from_value(value.clone()).expect("fixture is a Pod")
 }

@@ -26,8 +26,14 @@ impl Node {
         Self::up_with(plane, &[])
     }
 
+    /// `up` with only these images (tests/images/build names, e.g.
+    /// `runtime-venv`) built and imported; empty: all of them.
+    pub fn up_with_images(plane: &ControlPlane, images: &[&str]) -> Node {
+        Self::up_with(plane, &[("NODE_IMAGES", &images.join(" "))])
+    }
+
     /// [`Node::up`] with more environment for tests/node/up (e.g.
-    /// `NODE_POD_NETWORK=bridge`).
+    /// `NODE_POD_NETWORK=bridge`, `NODE_IMAGES`).
     pub fn up_with(plane: &ControlPlane, env: &[(&str, &str)]) -> Node {
         assert!(
             is_root(),
