@@ -88,10 +88,97 @@ fn install_from_manifests_and_instrument_the_seed() {
     );
 }
 
+/// How the webhook's objects get into the cluster (the README's two ways).
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    Kustomize,
+    Helm,
+}
+
 fn install() -> Install {
+    install_with(How::Kustomize)
+}
+
+/// The README's Helm steps: `otel-injector certs`, `helm install` of
+/// charts/otel-injector (image, pull policy and exporter endpoint set as
+/// values), `manifests/install-ca-bundle.sh`; then the seed's Deployment is
+/// instrumented through the in-cluster webhook.
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
+)]
+fn helm_install_and_instrument_the_seed() {
+    let install = install_with(How::Helm);
+    webhook_runs_in_cluster(&install);
+    let release = install.plane.kubectl(
+        &[
+            "get",
+            "deployment",
+            "-n",
+            NS,
+            "otel-injector",
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+        None,
+    );
+    assert!(
+        release.contains("\"app.kubernetes.io/managed-by\":\"Helm\""),
+        "the Deployment was installed by helm: {release}"
+    );
+    seed_instrumented(&install);
+}
+
+/// tests/helm/build: helm built from its Go module (cached).
+fn helm_bin() -> PathBuf {
+    let out = Command::new(repo().join("tests/helm/build"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tests/helm/build");
+    assert!(out.status.success(), "tests/helm/build failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm")
+}
+
+fn helm_install(install: &Install, (name, tag): &(String, String)) {
+    let out = Command::new(helm_bin())
+        .current_dir(repo())
+        .env("KUBECONFIG", install.plane.var("KUBECONFIG"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env(
+            "HELM_CONFIG_HOME",
+            install.certs.with_file_name("helm-config"),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            install.certs.with_file_name("helm-cache"),
+        )
+        .env("HELM_DATA_HOME", install.certs.with_file_name("helm-data"))
+        .args(["install", "otel-injector", "charts/otel-injector"])
+        .args(["--set", &format!("image.repository={name}")])
+        .args(["--set-string", &format!("image.tag={tag}")])
+        .args(["--set", "image.pullPolicy=Never"])
+        .args([
+            "--set",
+            &format!("config.exporter.endpoint={}", install.receiver.endpoint()),
+        ])
+        .output()
+        .expect("run helm install");
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn install_with(how: How) -> Install {
     let t0 = Instant::now();
     let plane = ControlPlane::up_with(
-        "install",
+        match how {
+            How::Kustomize => "install",
+            How::Helm => "install-helm",
+        },
         &[
             ("SERVICE_ACCOUNT_ADMISSION", "on"),
             ("APISERVER_EXTRA_ARGS", "--enable-aggregator-routing=true"),
@@ -124,10 +211,16 @@ fn install() -> Install {
         "otel-injector certs failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2. kubectl apply -k (the overlay: image, pull policy, exporter endpoint)
-    write_overlay(&install.overlay, &image, &install.receiver.endpoint());
-    let overlay = install.overlay.to_str().expect("overlay path").to_owned();
-    install.plane.kubectl(&["apply", "-k", &overlay], None);
+    // 2. kubectl apply -k (the overlay: image, pull policy, exporter endpoint),
+    //    or helm install with the same three as values.
+    match how {
+        How::Kustomize => {
+            write_overlay(&install.overlay, &image, &install.receiver.endpoint());
+            let overlay = install.overlay.to_str().expect("overlay path").to_owned();
+            install.plane.kubectl(&["apply", "-k", &overlay], None);
+        }
+        How::Helm => helm_install(&install, &image),
+    }
     // 3. manifests/install-ca-bundle.sh DIR
     install_ca_bundle(&install);
     eprintln!(
