@@ -128,6 +128,7 @@ fn helm_install_and_instrument_the_seed() {
         "the Deployment was installed by helm: {release}"
     );
     seed_instrumented(&install);
+    helm_upgrade_keeps_injection(&install);
 }
 
 /// tests/helm/build: helm built from its Go module (cached).
@@ -140,7 +141,8 @@ fn helm_bin() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm")
 }
 
-fn helm_install(install: &Install, (name, tag): &(String, String)) {
+/// helm against this test's API server, in the repository.
+fn helm(install: &Install, args: &[&str]) {
     let out = Command::new(helm_bin())
         .current_dir(repo())
         .env("KUBECONFIG", install.plane.var("KUBECONFIG"))
@@ -154,21 +156,125 @@ fn helm_install(install: &Install, (name, tag): &(String, String)) {
             install.certs.with_file_name("helm-cache"),
         )
         .env("HELM_DATA_HOME", install.certs.with_file_name("helm-data"))
-        .args(["install", "otel-injector", "charts/otel-injector"])
-        .args(["--set", &format!("image.repository={name}")])
-        .args(["--set-string", &format!("image.tag={tag}")])
-        .args(["--set", "image.pullPolicy=Never"])
-        .args([
-            "--set",
-            &format!("config.exporter.endpoint={}", install.receiver.endpoint()),
-        ])
+        .args(args)
         .output()
-        .expect("run helm install");
+        .expect("run helm");
     assert!(
         out.status.success(),
-        "helm install failed:\n{}\n{}",
+        "helm {} failed:\n{}\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn helm_install(install: &Install, (name, tag): &(String, String)) {
+    helm(
+        install,
+        &[
+            "install",
+            "otel-injector",
+            "charts/otel-injector",
+            "--set",
+            &format!("image.repository={name}"),
+            "--set-string",
+            &format!("image.tag={tag}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            &format!("config.exporter.endpoint={}", install.receiver.endpoint()),
+        ],
+    );
+}
+
+/// `helm upgrade --reuse-values` with a config change: the pods roll onto
+/// the new config (the chart's checksum annotation), the caBundle that
+/// install-ca-bundle.sh set survives (the chart never names it), and the next
+/// pod is injected with the new config.
+fn helm_upgrade_keeps_injection(install: &Install) {
+    let plane = &install.plane;
+    let want = pem_of(&install.certs.join("ca.crt"));
+    let before: Vec<String> = webhook_pods(plane).iter().map(name_of).collect();
+    helm(
+        install,
+        &[
+            "upgrade",
+            "otel-injector",
+            "charts/otel-injector",
+            "--reuse-values",
+            "--set-string",
+            "config.resourceAttributes.upgraded=yes",
+        ],
+    );
+    plane.kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NS,
+            "deployment/otel-injector",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    let after: Vec<String> = webhook_pods(plane).iter().map(name_of).collect();
+    assert_eq!(after.len(), 2, "two replicas after the upgrade: {after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "the config change rolled the pods: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        ca_bundles(plane),
+        vec![want.clone(), want],
+        "helm upgrade kept the caBundle"
+    );
+    // Until the old replicas have drained and gone, one of them may still
+    // answer (with the old config).
+    let mut wait = vec!["wait", "--for=delete", "-n", NS, "--timeout=120s"];
+    let old: Vec<String> = before.iter().map(|p| format!("pod/{p}")).collect();
+    wait.extend(old.iter().map(String::as_str));
+    plane.kubectl(&wait, None);
+    // Right after the old replicas go, one run of four saw this pod admitted
+    // uninstrumented (cause not captured; likely the API server dialling an
+    // endpoint from a view that lags, failing open). Retried, but
+    // only for calls the API server counts as failed open: any other miss
+    // (a wrong config, say) fails the test.
+    let fail_open_before = fail_open(plane);
+    let mut misses = 0;
+    let admitted = loop {
+        let admitted = plane
+            .dry_run("cxtm", &seed_pod("after-helm-upgrade"))
+            .expect("dry run after helm upgrade");
+        if init_container_count(&admitted, INIT) == 1 {
+            break admitted;
+        }
+        misses += 1;
+        let failed_open = fail_open(plane) - fail_open_before;
+        if failed_open < misses || misses >= 5 {
+            let config = plane
+                .try_kubectl(&["get", "configmap", "-n", NS, "-o", "yaml"], None)
+                .unwrap_or_else(|e| e);
+            let logs: Vec<String> = webhook_pods(plane)
+                .iter()
+                .map(|p| {
+                    plane
+                        .try_kubectl(&["logs", "-n", NS, &name_of(p)], None)
+                        .unwrap_or_else(|e| e)
+                })
+                .collect();
+            panic!(
+                "not injected after helm upgrade ({misses} misses, {failed_open} failed open): {}\n{config}\n{}",
+                admitted["metadata"],
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("  after helm upgrade: {misses} dry runs failed open before one was injected");
+    assert!(
+        admitted.to_string().contains("upgraded=yes"),
+        "the new config's resource attribute reached the pod: {}",
+        admitted["spec"]
     );
 }
 
