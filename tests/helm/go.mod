@@ -1,7 +1,9 @@
-// Pins the helm CLI used by the chart tests (tests/helm.rs). Kept apart from
-// tests/control-plane/go.mod so that helm's own k8s.io requirements never move
-// the control plane's pinned versions. `./build` builds it into a cache
-// directory outside the repository.
+// Pins the helm CLI used by the chart tests (tests/helm.rs, tests/e2e_install.rs).
+// Kept apart from tests/control-plane/go.mod: there, `tool helm.sh/helm/v3/cmd/helm`
+// and `go mod tidy` moved k8s.io/apiextensions-apiserver and k8s.io/kubectl
+// from v0.0.0 (replaced) to v0.34.0 and bumped cobra, pflag, oauth2, ttrpc and
+// others the control plane is built with (and its stamp, so a full rebuild).
+// `./build` builds helm into a cache directory outside the repository.
 module otel-injector/tests/helm
 
 go 1.24.0
