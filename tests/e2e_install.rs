@@ -88,10 +88,203 @@ fn install_from_manifests_and_instrument_the_seed() {
     );
 }
 
+/// How the webhook's objects get into the cluster (the README's two ways).
+#[derive(Clone, Copy, PartialEq)]
+enum How {
+    Kustomize,
+    Helm,
+}
+
 fn install() -> Install {
+    install_with(How::Kustomize)
+}
+
+/// The README's Helm steps: `otel-injector certs`, `helm install` of
+/// charts/otel-injector (image, pull policy and exporter endpoint set as
+/// values), `manifests/install-ca-bundle.sh`; then the seed's Deployment is
+/// instrumented through the in-cluster webhook.
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
+)]
+fn helm_install_and_instrument_the_seed() {
+    let install = install_with(How::Helm);
+    webhook_runs_in_cluster(&install);
+    let release = install.plane.kubectl(
+        &[
+            "get",
+            "deployment",
+            "-n",
+            NS,
+            "otel-injector",
+            "-o",
+            "jsonpath={.metadata.labels}",
+        ],
+        None,
+    );
+    assert!(
+        release.contains("\"app.kubernetes.io/managed-by\":\"Helm\""),
+        "the Deployment was installed by helm: {release}"
+    );
+    seed_instrumented(&install);
+    helm_upgrade_keeps_injection(&install);
+}
+
+/// tests/helm/build: helm built from its Go module (cached).
+fn helm_bin() -> PathBuf {
+    let out = Command::new(repo().join("tests/helm/build"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run tests/helm/build");
+    assert!(out.status.success(), "tests/helm/build failed");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm")
+}
+
+/// helm against this test's API server, in the repository.
+fn helm(install: &Install, args: &[&str]) {
+    let out = Command::new(helm_bin())
+        .current_dir(repo())
+        .env("KUBECONFIG", install.plane.var("KUBECONFIG"))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env(
+            "HELM_CONFIG_HOME",
+            install.certs.with_file_name("helm-config"),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            install.certs.with_file_name("helm-cache"),
+        )
+        .env("HELM_DATA_HOME", install.certs.with_file_name("helm-data"))
+        .args(args)
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {} failed:\n{}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn helm_install(install: &Install, (name, tag): &(String, String)) {
+    helm(
+        install,
+        &[
+            "install",
+            "otel-injector",
+            "charts/otel-injector",
+            "--set",
+            &format!("image.repository={name}"),
+            "--set-string",
+            &format!("image.tag={tag}"),
+            "--set",
+            "image.pullPolicy=Never",
+            "--set",
+            &format!("config.exporter.endpoint={}", install.receiver.endpoint()),
+        ],
+    );
+}
+
+/// `helm upgrade --reuse-values` with a config change: the pods roll onto
+/// the new config (the chart's checksum annotation), the caBundle that
+/// install-ca-bundle.sh set survives (the chart never names it), and the next
+/// pod is injected with the new config.
+fn helm_upgrade_keeps_injection(install: &Install) {
+    let plane = &install.plane;
+    let want = pem_of(&install.certs.join("ca.crt"));
+    let before: Vec<String> = webhook_pods(plane).iter().map(name_of).collect();
+    helm(
+        install,
+        &[
+            "upgrade",
+            "otel-injector",
+            "charts/otel-injector",
+            "--reuse-values",
+            "--set-string",
+            "config.resourceAttributes.upgraded=yes",
+        ],
+    );
+    plane.kubectl(
+        &[
+            "rollout",
+            "status",
+            "-n",
+            NS,
+            "deployment/otel-injector",
+            "--timeout=120s",
+        ],
+        None,
+    );
+    let after: Vec<String> = webhook_pods(plane).iter().map(name_of).collect();
+    assert_eq!(after.len(), 2, "two replicas after the upgrade: {after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "the config change rolled the pods: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        ca_bundles(plane),
+        vec![want.clone(), want],
+        "helm upgrade kept the caBundle"
+    );
+    // Until the old replicas have drained and gone, one of them may still
+    // answer (with the old config).
+    let mut wait = vec!["wait", "--for=delete", "-n", NS, "--timeout=120s"];
+    let old: Vec<String> = before.iter().map(|p| format!("pod/{p}")).collect();
+    wait.extend(old.iter().map(String::as_str));
+    plane.kubectl(&wait, None);
+    // Right after the old replicas go, one run of four saw this pod admitted
+    // uninstrumented (cause not captured; likely the API server dialling an
+    // endpoint from a view that lags, failing open). Retried, but
+    // only for calls the API server counts as failed open: any other miss
+    // (a wrong config, say) fails the test.
+    let fail_open_before = fail_open(plane);
+    let mut misses = 0;
+    let admitted = loop {
+        let admitted = plane
+            .dry_run("cxtm", &seed_pod("after-helm-upgrade"))
+            .expect("dry run after helm upgrade");
+        if init_container_count(&admitted, INIT) == 1 {
+            break admitted;
+        }
+        misses += 1;
+        let failed_open = fail_open(plane) - fail_open_before;
+        if failed_open < misses || misses >= 5 {
+            let config = plane
+                .try_kubectl(&["get", "configmap", "-n", NS, "-o", "yaml"], None)
+                .unwrap_or_else(|e| e);
+            let logs: Vec<String> = webhook_pods(plane)
+                .iter()
+                .map(|p| {
+                    plane
+                        .try_kubectl(&["logs", "-n", NS, &name_of(p)], None)
+                        .unwrap_or_else(|e| e)
+                })
+                .collect();
+            panic!(
+                "not injected after helm upgrade ({misses} misses, {failed_open} failed open): {}\n{config}\n{}",
+                admitted["metadata"],
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    eprintln!("  after helm upgrade: {misses} dry runs failed open before one was injected");
+    assert!(
+        admitted.to_string().contains("upgraded=yes"),
+        "the new config's resource attribute reached the pod: {}",
+        admitted["spec"]
+    );
+}
+
+fn install_with(how: How) -> Install {
     let t0 = Instant::now();
     let plane = ControlPlane::up_with(
-        "install",
+        match how {
+            How::Kustomize => "install",
+            How::Helm => "install-helm",
+        },
         &[
             ("SERVICE_ACCOUNT_ADMISSION", "on"),
             ("APISERVER_EXTRA_ARGS", "--enable-aggregator-routing=true"),
@@ -133,10 +326,16 @@ fn install() -> Install {
         "otel-injector certs failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // 2. kubectl apply -k (the overlay: image, pull policy, exporter endpoint)
-    write_overlay(&install.overlay, &image, &install.receiver.endpoint());
-    let overlay = install.overlay.to_str().expect("overlay path").to_owned();
-    install.plane.kubectl(&["apply", "-k", &overlay], None);
+    // 2. kubectl apply -k (the overlay: image, pull policy, exporter endpoint),
+    //    or helm install with the same three as values.
+    match how {
+        How::Kustomize => {
+            write_overlay(&install.overlay, &image, &install.receiver.endpoint());
+            let overlay = install.overlay.to_str().expect("overlay path").to_owned();
+            install.plane.kubectl(&["apply", "-k", &overlay], None);
+        }
+        How::Helm => helm_install(&install, &image),
+    }
     // 3. manifests/install-ca-bundle.sh DIR
     install_ca_bundle(&install);
     eprintln!(
