@@ -620,6 +620,11 @@ import json, os, sys
 m = sys.argv[1]
 r = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable}
 r["copied"] = os.path.isfile(m + "/opentelemetry/instrumentation/auto_instrumentation/sitecustomize.py")
+# The multi-version image keeps one site directory per CPython (py3.X); its
+# sitecustomize front adds this interpreter's, which -S skipped.
+v = os.path.join(m, "py%d.%d" % sys.version_info[:2])
+if os.path.isdir(v):
+    sys.path.append(v)
 try:
     import opentelemetry.sdk.trace, opentelemetry.exporter.otlp.proto.http.trace_exporter
     r["loads"] = "ok"
