@@ -92,15 +92,7 @@ fn init_count(pod: &Value) -> usize {
 }
 
 fn assert_init_completed(pod: &Value) {
-    let status = &pod["status"]["initContainerStatuses"];
-    let ours = status
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == INIT))
-        .unwrap_or_else(|| panic!("no status for {INIT}: {status}"));
-    assert_eq!(
-        ours["state"]["terminated"]["exitCode"], 0,
-        "init container did not complete: {ours}"
-    );
+    common::node::assert_init_completed(pod, INIT);
 }
 
 /// Sends `ids` to `/work?id=` of a logstream app; every request must succeed.

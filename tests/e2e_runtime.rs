@@ -210,15 +210,7 @@ impl Matrix {
 }
 
 fn assert_init_completed(pod: &Value) {
-    let status = &pod["status"]["initContainerStatuses"];
-    let ours = status
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == INIT))
-        .unwrap_or_else(|| panic!("no status for {INIT}: {status}"));
-    assert_eq!(
-        ours["state"]["terminated"]["exitCode"], 0,
-        "init container did not complete: {ours}"
-    );
+    common::node::assert_init_completed(pod, INIT);
 }
 
 fn app_container(pod: &Value) -> &Value {

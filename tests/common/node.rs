@@ -191,6 +191,19 @@ impl App {
     }
 }
 
+/// The init container `init` of `pod` ran and exited 0.
+pub fn assert_init_completed(pod: &Value, init: &str) {
+    let status = &pod["status"]["initContainerStatuses"];
+    let ours = status
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["name"] == init))
+        .unwrap_or_else(|| panic!("no status for {init}: {status}"));
+    assert_eq!(
+        ours["state"]["terminated"]["exitCode"], 0,
+        "init container did not complete: {ours}"
+    );
+}
+
 /// Waits for `kubectl rollout status` of a Deployment, then returns its one
 /// running pod (the newest, when an old one is still terminating).
 pub fn rollout(plane: &ControlPlane, namespace: &str, name: &str) -> Value {
