@@ -79,11 +79,14 @@ fn every_generated_var_the_container_sets_keeps_its_value() {
             1,
             "{name} duplicated: {env:?}"
         );
-        assert_eq!(
-            env_value(&out.pod, 0, name).as_deref(),
-            Some("mine"),
-            "{name} overwritten"
-        );
+        let value = env_value(&out.pod, 0, name).unwrap_or_default();
+        if name == "OTEL_RESOURCE_ATTRIBUTES" {
+            // sdk.go injectCommonSDKConfig: the computed attributes are
+            // appended to the container's own value, which stays first.
+            assert!(value.starts_with("mine,k8s.container.name=app,"), "{value}");
+        } else {
+            assert_eq!(value, "mine", "{name} overwritten");
+        }
     }
 }
 
