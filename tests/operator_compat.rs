@@ -640,7 +640,14 @@ fn parent_resource_labels_and_service_name_are_the_operators() {
             "my-cronjob-job",
             Some(owner("CronJob", "my-cronjob", "my-cronjob-uid")),
         );
-    let cases: [(&str, Option<(&str, &str, &str)>, &[&str], &str); 7] = [
+    /// (case, owner (kind, name, uid), owner attributes, service name)
+    type Case<'a> = (
+        &'a str,
+        Option<(&'a str, &'a str, &'a str)>,
+        &'a [&'a str],
+        &'a str,
+    );
+    let cases: [Case; 7] = [
         ("from orphan pod", None, &[], "app"),
         (
             "from replicaset",
