@@ -208,3 +208,62 @@ fn rand_suffix() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     N.fetch_add(1, Ordering::Relaxed).to_string()
 }
+
+/// Issue 14, item 5: with the shipped selectors an annotated pod in an
+/// unlabelled namespace is never sent to the webhook (the API server does
+/// not call it); with manifests/all-namespaces (the operator's scope) it is
+/// injected, unannotated pods there stay untouched, and the injector's own
+/// namespace stays excluded.
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs the real control plane"
+)]
+fn all_namespaces_mode_reaches_annotated_pods_anywhere() {
+    let plane = ControlPlane::up("scope");
+    let config = plane.state_dir.join("config.yaml");
+    std::fs::write(&config, "namespaces: []\n").expect("config");
+    let webhook = Webhook::start(&plane, &["--config", config.to_str().expect("utf-8")]);
+    plane.namespace("elsewhere", &[]);
+    plane.namespace("otel-injector", &[]);
+    let annotated = |name: &str| {
+        let mut p = pod(name, "true");
+        p["spec"]["containers"][0]["env"] = json!([]);
+        p
+    };
+    plane.register_webhook(&webhook.url());
+    // Shipped selectors: a labelled namespace works (the probe), this one is never asked about.
+    plane.namespace("labelled", &[("otel-injector.io/injection", "enabled")]);
+    eventually("the webhook to be called", Duration::from_secs(30), || {
+        has_init_container(&plane.dry_run("labelled", &annotated("probe"))?, INIT).then_some(())
+    });
+    let untouched = plane.create_pod("elsewhere", &annotated("before"));
+    assert!(!has_init_container(&untouched, INIT), "{untouched:#}");
+
+    plane.register_webhook_patched(
+        &webhook.url(),
+        Some("manifests/all-namespaces/webhook-patch.yaml"),
+    );
+    eventually(
+        "the all-namespaces selector to apply",
+        Duration::from_secs(30),
+        || {
+            has_init_container(&plane.dry_run("elsewhere", &annotated("probe"))?, INIT)
+                .then_some(())
+        },
+    );
+    let injected = plane.create_pod("elsewhere", &annotated("after"));
+    assert!(has_init_container(&injected, INIT), "{injected:#}");
+    let mut plain = annotated("plain");
+    plain["metadata"]["annotations"] = json!({});
+    let plain_stored = plane.create_pod("elsewhere", &plain);
+    assert!(
+        !has_init_container(&plain_stored, INIT),
+        "not annotated: untouched"
+    );
+    let own = plane.create_pod("otel-injector", &annotated("own"));
+    assert!(
+        !has_init_container(&own, INIT),
+        "the injector's namespace stays excluded"
+    );
+}
