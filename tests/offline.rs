@@ -393,3 +393,41 @@ fn verify_checklist_catches_what_the_seed_checked_by_hand() {
         "{failed:?}"
     );
 }
+
+/// Issue 14, item 5: a pod that asks for Python in a namespace the shipped
+/// webhook selectors do not send gets a warning from `explain`; a labelled
+/// Namespace in the input (as `kubectl get namespace NS -o yaml` gives it)
+/// or the config's `namespaces` silence it.
+#[test]
+fn explain_warns_about_namespaces_the_webhook_is_never_called_for() {
+    let deployment = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: shop}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata:
+      labels: {app: shop}
+      annotations: {instrumentation.opentelemetry.io/inject-python: "true"}
+    spec:
+      containers: [{name: app, image: "shop:1"}]
+"#;
+    let config = otel_injector::config::Config::default();
+    let text = otel_injector::offline::explain(deployment, &config, "default").expect("explain");
+    assert!(
+        text.contains("namespace shop is neither") && text.contains("manifests/all-namespaces"),
+        "{text}"
+    );
+    let labelled = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {{otel-injector.io/injection: enabled}}\n---{deployment}"
+    );
+    let text = otel_injector::offline::explain(&labelled, &config, "default").expect("explain");
+    assert!(!text.contains("is neither"), "{text}");
+    let in_config = otel_injector::config::Config {
+        namespaces: vec!["shop".into()],
+        ..Default::default()
+    };
+    let text = otel_injector::offline::explain(deployment, &in_config, "default").expect("explain");
+    assert!(!text.contains("is neither"), "{text}");
+}
