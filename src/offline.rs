@@ -612,8 +612,7 @@ fn scope_warning(r: &TemplateResult, config: &Config, opted_in: &[String]) -> Op
         r.admission.scope,
         Scope::Inject { .. } | Scope::Unresolvable { .. }
     );
-    let covered = config.namespaces.iter().any(|n| *n == r.namespace)
-        || opted_in.iter().any(|n| *n == r.namespace);
+    let covered = config.namespaces.contains(&r.namespace) || opted_in.contains(&r.namespace);
     (asks && !covered).then(|| {
         format!(
             "with the shipped webhook selectors the API server only sends pods of {} and of namespaces labelled {}={}; namespace {} is neither as far as the input shows, so this pod would never reach the webhook: `kubectl label namespace {} {}={}`, or install the operator-like scope (manifests/all-namespaces, Helm webhook.allNamespaces=true). Pipe the Namespace in too (`kubectl get namespace {} -o yaml`) to check its labels",
