@@ -1124,3 +1124,246 @@ fn service_name_labels_and_annotation_are_the_operators() {
         );
     }
 }
+
+/// The operator's own end-to-end examples of Python Instrumentations
+/// (`tests/e2e-instrumentation/instrumentation-python`, `-specenv`, `-musl`:
+/// `00-install-instrumentation.yaml`, the app, and the pod `01-assert.yaml`
+/// expects). The env the operator's pod must have is its assert's list, in
+/// order; its `OTEL_RESOURCE_ATTRIBUTES` is asserted by `contains` only, so
+/// the full value is the one sdk.go computes for that pod. Ours may differ
+/// only in rows of the README's migration table: here the mount path in
+/// `PYTHONPATH` (and, for `-specenv`, the wrapped `command`).
+/// `cargo test --test operator_compat operator_examples -- --nocapture`
+/// prints them side by side.
+#[test]
+fn operator_examples_differ_only_in_listed_rows() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    let ns = "chainsaw-ns";
+    let op_pythonpath = "/otel-auto-instrumentation-python/opentelemetry/instrumentation/auto_instrumentation:/otel-auto-instrumentation-python";
+    let our_pythonpath = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/otel-auto-instrumentation";
+    let app_security =
+        json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    let deployment_pod = |name: &str, extra_annotations: Value| {
+        let mut annotations = json!({INJECT: "true"});
+        for (k, v) in extra_annotations.as_object().into_iter().flatten() {
+            annotations[k] = v.clone();
+        }
+        json!({
+            "metadata": {
+                "name": format!("{name}-7d4b9c8f6d-x2x7q"),
+                "labels": {"app": name, "pod-template-hash": "7d4b9c8f6d"},
+                "annotations": annotations,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{name}-7d4b9c8f6d"), "uid": "rs-uid", "controller": true}]
+            },
+            "spec": {
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 3000},
+                "containers": [{"name": "myapp", "image": "ghcr.io/open-telemetry/opentelemetry-operator/e2e-test-app-python:main",
+                    "ports": [{"containerPort": 8080}], "securityContext": app_security}]
+            }
+        })
+    };
+    let attributes = |deployment: Option<&str>, version: &str| {
+        let mut a = String::from("k8s.container.name=myapp,");
+        if let Some(d) = deployment {
+            a.push_str(&format!("k8s.deployment.name={d},"));
+        }
+        a.push_str(&format!("k8s.namespace.name={ns},k8s.node.name=$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME),k8s.pod.name=$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME),"));
+        if let Some(d) = deployment {
+            a.push_str(&format!("k8s.replicaset.name={d}-7d4b9c8f6d,"));
+        }
+        a.push_str(&format!("service.instance.id={ns}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).myapp,service.namespace={ns},service.version={version}"));
+        a
+    };
+    let splunk_spec = |python_env: Value| {
+        json!({
+            "env": [{"name": "OTEL_EXPORTER_OTLP_TIMEOUT", "value": "20000"}, {"name": "OTEL_TRACES_SAMPLER", "value": "always_on"},
+                    {"name": "SPLUNK_TRACE_RESPONSE_HEADER_ENABLED", "value": "true"}],
+            "exporter": {"endpoint": "http://deployment-collector:4317"},
+            "propagators": ["jaeger", "b3"],
+            "sampler": {"type": "parentbased_traceidratio", "argument": "0.25"},
+            "python": {"env": python_env}
+        })
+    };
+    let splunk_env = |name: &str, extra: &[(&str, &str)]| {
+        let mut env: Vec<(String, String)> = pairs(&[
+            ("OTEL_NODE_IP", "fieldRef:status.hostIP"),
+            ("OTEL_POD_IP", "fieldRef:status.podIP"),
+            ("OTEL_LOG_LEVEL", "debug"),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://deployment-collector:4318",
+            ),
+        ]);
+        env.extend(pairs(extra));
+        env.extend(pairs(&[
+            ("PYTHONPATH", op_pythonpath),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "20000"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("SPLUNK_TRACE_RESPONSE_HEADER_ENABLED", "true"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_METRICS_EXPORTER", "otlp"),
+            ("OTEL_LOGS_EXPORTER", "otlp"),
+            ("OTEL_SERVICE_NAME", name),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+                "fieldRef:metadata.name",
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
+                "fieldRef:spec.nodeName",
+            ),
+            ("OTEL_PROPAGATORS", "jaeger,b3"),
+        ]));
+        env.push((
+            "OTEL_RESOURCE_ATTRIBUTES".into(),
+            attributes(Some(name), "main"),
+        ));
+        env
+    };
+    struct Example {
+        name: &'static str,
+        spec: Value,
+        pod: Value,
+        operator_env: Vec<(String, String)>,
+        operator_init_source: &'static str,
+    }
+    let examples = [
+        Example {
+            name: "instrumentation-python",
+            spec: splunk_spec(json!([
+                {"name": "OTEL_LOG_LEVEL", "value": "debug"}, {"name": "OTEL_TRACES_EXPORTER", "value": "otlp"},
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://deployment-collector:4318"},
+                {"name": "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "value": "system_metrics"}])),
+            pod: deployment_pod("my-python", json!({})),
+            operator_env: splunk_env(
+                "my-python",
+                &[("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "system_metrics")],
+            ),
+            operator_init_source: "/autoinstrumentation/.",
+        },
+        Example {
+            name: "instrumentation-python-musl",
+            spec: splunk_spec(json!([
+                {"name": "OTEL_LOG_LEVEL", "value": "debug"}, {"name": "OTEL_TRACES_EXPORTER", "value": "otlp"},
+                {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://deployment-collector:4318"}])),
+            pod: deployment_pod(
+                "my-python-musl",
+                json!({"instrumentation.opentelemetry.io/otel-python-platform": "musl"}),
+            ),
+            operator_env: splunk_env("my-python-musl", &[]),
+            operator_init_source: "/autoinstrumentation-musl/.",
+        },
+        Example {
+            name: "instrumentation-python-specenv",
+            spec: json!({
+                "env": [{"name": "OTEL_METRICS_EXPORTER", "value": "none"}, {"name": "OTEL_LOGS_EXPORTER", "value": "none"}],
+                "exporter": {"endpoint": "http://deployment-collector:4317"},
+                "python": {"env": [{"name": "OTEL_TRACES_EXPORTER", "value": "otlp"}, {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://deployment-collector:4318"}]}
+            }),
+            pod: json!({
+                "metadata": {"name": "my-python-specenv", "labels": {"app": "my-python-specenv"}, "annotations": {INJECT: "true"}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{"name": "myapp", "image": "mirror.gcr.io/library/python:3.8-slim",
+                        "command": ["python", "-c", "import time; time.sleep(3600)"], "securityContext": app_security}]
+                }
+            }),
+            operator_env: {
+                let mut env = pairs(&[
+                    ("OTEL_NODE_IP", "fieldRef:status.hostIP"),
+                    ("OTEL_POD_IP", "fieldRef:status.podIP"),
+                    ("OTEL_TRACES_EXPORTER", "otlp"),
+                    (
+                        "OTEL_EXPORTER_OTLP_ENDPOINT",
+                        "http://deployment-collector:4318",
+                    ),
+                    ("PYTHONPATH", op_pythonpath),
+                    ("OTEL_METRICS_EXPORTER", "none"),
+                    ("OTEL_LOGS_EXPORTER", "none"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                    ("OTEL_SERVICE_NAME", "my-python-specenv"),
+                    (
+                        "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+                        "fieldRef:metadata.name",
+                    ),
+                    (
+                        "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
+                        "fieldRef:spec.nodeName",
+                    ),
+                ]);
+                env.push((
+                    "OTEL_RESOURCE_ATTRIBUTES".into(),
+                    attributes(None, "3.8-slim"),
+                ));
+                env
+            },
+            operator_init_source: "/autoinstrumentation/.",
+        },
+    ];
+    for example in examples {
+        let owner = |name: &str| OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: name.into(),
+            uid: "deploy-uid".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let app = example.pod["metadata"]["labels"]["app"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let cluster = FileView::default()
+            .with_instrumentation(ns, "inst", example.spec.clone())
+            .with_workload(
+                ns,
+                "ReplicaSet",
+                &format!("{app}-7d4b9c8f6d"),
+                Some(owner(&app)),
+            );
+        let out = admit_with(&example.pod, ns, &bare_config(), &cluster);
+        assert_eq!(out.scope, "inject", "{}: {}", example.name, out.why);
+        let ours = env_pairs(&out.pod, 0);
+        println!("\n== {} (operator's 01-assert.yaml | ours)", example.name);
+        let width = 2 + example
+            .operator_env
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .max()
+            .unwrap_or(0)
+            .min(70);
+        for i in 0..example.operator_env.len().max(ours.len()) {
+            let show = |e: Option<&(String, String)>| {
+                e.map(|(n, v)| format!("{n}={v}")).unwrap_or_default()
+            };
+            let (left, right) = (show(example.operator_env.get(i)), show(ours.get(i)));
+            let mark = if left == right { ' ' } else { '|' };
+            println!("{left:<width$.width$} {mark} {right}");
+        }
+        // Only the listed difference: the mount path, in PYTHONPATH.
+        let expected: Vec<(String, String)> = example
+            .operator_env
+            .iter()
+            .map(|(n, v)| {
+                if n == "PYTHONPATH" {
+                    (n.clone(), our_pythonpath.to_owned())
+                } else {
+                    (n.clone(), v.clone())
+                }
+            })
+            .collect();
+        assert_eq!(ours, expected, "{}", example.name);
+        let init = &out.pod["spec"]["initContainers"][0];
+        assert_eq!(
+            init["command"][2], example.operator_init_source,
+            "{}",
+            example.name
+        );
+        assert_eq!(
+            init["securityContext"], app_security,
+            "{}: the app container's",
+            example.name
+        );
+    }
+}
