@@ -241,6 +241,32 @@ impl Checker {
                 dns_subdomain(class),
             );
         }
+        // ValidateTemplateObjectMeta: labels and annotations only; any other
+        // metadata "cannot be set for an ephemeral volume".
+        if let Some(meta) = &template.metadata {
+            let mut others = serde_json::to_value(meta).unwrap_or_default();
+            if let Some(map) = others.as_object_mut() {
+                map.remove("labels");
+                map.remove("annotations");
+                for key in map.keys() {
+                    self.record(
+                        || format!("{setting}.metadata.{key}"),
+                        key,
+                        Err(
+                            "cannot be set for an ephemeral volume: only labels and annotations"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+            for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
+                self.record(
+                    || format!("{setting}.metadata.annotations"),
+                    key,
+                    qualified_name(key),
+                );
+            }
+        }
         let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
         for (key, value) in labels.into_iter().flatten() {
             self.record(|| format!("{setting}.metadata.labels"), key, label_key(key));

@@ -1008,7 +1008,7 @@ fn volume_claim_template_is_the_operators() {
     let template = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
     let cluster = FileView::default()
         .with_instrumentation("ns", "inst", json!({"python": {"volumeClaimTemplate": template}}))
-        .with_instrumentation("ns", "bad", json!({"python": {"volumeClaimTemplate": {"spec": {"resources": {"requests": {"storage": "1GB"}}}}}}));
+        .with_instrumentation("ns", "bad", json!({"python": {"volumeClaimTemplate": {"metadata": {"name": "fixed"}, "spec": {"resources": {"requests": {"storage": "1GB"}}}}}}));
     let pod = |name: &str| json!({"metadata": {"name": "p", "annotations": {INJECT: name}}, "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
     let out = admit_with(&pod("inst"), "ns", &bare_config(), &cluster);
     let volume = &out.pod["spec"]["volumes"][0];
@@ -1021,6 +1021,7 @@ fn volume_claim_template_is_the_operators() {
     for field in [
         "spec.python.volumeClaimTemplate.spec.accessModes",
         "spec.python.volumeClaimTemplate.spec.resources.requests.storage",
+        "spec.python.volumeClaimTemplate.metadata.name",
     ] {
         assert!(out.why.contains(field), "{field}: {}", out.why);
     }
