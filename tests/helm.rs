@@ -307,7 +307,11 @@ fn values_reach_the_objects() {
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn helm_lint_passes() {
-    for values in [&[][..], &["--set", "certs.mode=certManager"][..]] {
+    for values in [
+        &[][..],
+        &["--set", "certs.mode=certManager"][..],
+        &["--set", "webhook.allNamespaces=true"][..],
+    ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend_from_slice(values);
         let out = run(helm_bin(), &args).unwrap_or_else(|e| panic!("{e}"));
