@@ -1368,3 +1368,28 @@ fn operator_examples_differ_only_in_listed_rows() {
         );
     }
 }
+
+/// `spec.initContainerSecurityContext` (types.go) is the one field of a
+/// Python Instrumentation not applied; the response says so instead of
+/// ignoring it silently (README migration table).
+#[test]
+fn init_container_security_context_is_not_applied_and_says_so() {
+    let cluster = FileView::default().with_instrumentation(
+        "ns",
+        "inst",
+        json!({"initContainerSecurityContext": {"runAsUser": 0}}),
+    );
+    let pod = json!({"metadata": {"name": "p", "annotations": {INJECT: "inst"}}, "spec": {"containers": [{"name": "app", "image": "app:1", "securityContext": {"runAsUser": 1000}}]}});
+    let out = admit_with(&pod, "ns", &bare_config(), &cluster);
+    assert_eq!(
+        out.pod["spec"]["initContainers"][0]["securityContext"],
+        json!({"runAsUser": 1000})
+    );
+    assert!(
+        out.warnings()
+            .iter()
+            .any(|w| w.contains("spec.initContainerSecurityContext is not applied")),
+        "{:?}",
+        out.warnings()
+    );
+}

@@ -62,6 +62,9 @@ pub struct Settings {
     /// How many of `env`'s first entries come from `spec.python.env`: the
     /// operator adds those before `PYTHONPATH`, the rest after it.
     pub python_env_count: usize,
+    /// What of an Instrumentation is read but not applied, for the
+    /// admission response's warnings (nothing is ignored silently).
+    pub not_applied: Vec<String>,
     pub resource_attributes: IndexMap<String, String>,
     /// Build env and `OTEL_RESOURCE_ATTRIBUTES` exactly as the operator does
     /// (always with an Instrumentation; `kubernetesResourceAttributes` in config).
@@ -100,6 +103,7 @@ impl Settings {
             exporter_tls: None,
             env: config.env.clone(),
             python_env_count: 0,
+            not_applied: Vec::new(),
             resource_attributes: config.resource_attributes.clone(),
             kubernetes_resource_attributes: config.kubernetes_resource_attributes,
             use_labels_for_resource_attributes: false,

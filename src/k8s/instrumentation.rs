@@ -39,6 +39,8 @@ pub struct InstrumentationSpec {
     pub env: Option<Vec<EnvVar>>,
     pub image_pull_policy: Option<String>,
     pub defaults: Option<DefaultsSpec>,
+    /// Read only to say that it is not applied (see [`merge`]).
+    pub init_container_security_context: Option<serde_json::Value>,
     pub python: Option<PythonSpec>,
 }
 
@@ -251,6 +253,19 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
         settings.resource_attributes = merged;
     }
     settings.kubernetes_resource_attributes = true;
+    // Not applied: the init container takes the app container's
+    // securityContext (the operator's default), which the API server and the
+    // namespace's Pod Security level already accepted for this very pod; one
+    // from the resource could get every pod refused under a restricted level,
+    // and the webhook cannot see the namespace's level.
+    settings.not_applied = spec
+        .init_container_security_context
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(|_| {
+            "spec.initContainerSecurityContext is not applied: the init container takes the app container's securityContext".to_owned()
+        })
+        .collect();
     settings.use_labels_for_resource_attributes = spec
         .defaults
         .as_ref()
