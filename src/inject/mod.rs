@@ -2,9 +2,11 @@
 //! decision out. No I/O, no clock, no globals: the server, the offline CLI,
 //! the benchmarks and the fuzzer all call [`inject`].
 //!
-//! The patch only appends to arrays and sets object members, so everything
-//! the pod already had survives: the seed's hand-made `kubectl patch`
-//! commands replaced whole arrays and would have wiped existing env and volumes.
+//! The patch only adds: it appends to arrays, sets object members, and (as
+//! the operator does) inserts the downward-API IPs in front of a container's
+//! env. Everything the pod already had survives in its order: the seed's
+//! hand-made `kubectl patch` commands replaced whole arrays and would have
+//! wiped existing env and volumes.
 
 pub mod command;
 pub mod exporter_tls;
