@@ -178,8 +178,8 @@ fn seed_deployment(cluster: &Cluster) -> App {
     assert_init_completed(&pod);
     let command = &pod["spec"]["containers"][0]["command"];
     assert_eq!(
-        command[1], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-        "the seed's python command is wrapped: {command}"
+        command[4], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+        "the seed's python command is wrapped, behind the guard: {command}"
     );
 
     let ids: Vec<String> = (0..5).map(|i| format!("seed-{i}")).collect();

@@ -19,18 +19,21 @@ fn app(env: Value, annotations: Value) -> Value {
 #[test]
 fn pythonpath_cases() {
     let prefix = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation";
+    // The operator's value, plus `:.` last: these containers have no command
+    // to wrap, so the working directory goes on PYTHONPATH as the operator's
+    // own `opentelemetry-instrument` puts it there (README migration table).
     let cases = [
         (
             json!([]),
-            Some(format!("{prefix}:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "value": "/srv"}]),
-            Some(format!("{prefix}:/srv:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/srv:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "value": ""}]),
-            Some(format!("{prefix}:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),

@@ -328,13 +328,15 @@ fn instrument_container(
         container.volume_mounts.is_some(),
         &mount,
     );
-    if let Some((env_index, value)) = plan.pythonpath_update {
+    let mut generated = generated_env(container, shared);
+    if let Some(env_index) = plan.user_pythonpath_at {
         let mut env_path = path("env/");
         env_path.push_str(itoa::Buffer::new().format(env_index));
         env_path.push_str("/value");
-        patch.add(&env_path, &value);
+        patch.add(&env_path, &plan.pythonpath);
+    } else if let Some(var) = generated.iter_mut().find(|v| v.name == "PYTHONPATH") {
+        var.value = Some(plan.pythonpath);
     }
-    let generated = generated_env(container, shared);
     patch.add_env(&path("env"), container.env.is_some(), &generated);
     let reason = match plan.wrap {
         Wrap::Wrapped(new_command) => {
@@ -560,8 +562,10 @@ fn choose_targets(
 }
 
 struct ContainerPlan {
-    /// Index in `env` of a user PYTHONPATH and its merged value.
-    pythonpath_update: Option<(usize, String)>,
+    /// The container's `PYTHONPATH`.
+    pythonpath: String,
+    /// Index in `env` of the user's own `PYTHONPATH`, which `pythonpath` replaces.
+    user_pythonpath_at: Option<usize>,
     wrap: Wrap,
 }
 
@@ -571,18 +575,11 @@ fn plan_container(
     prefix: &str,
 ) -> Result<ContainerPlan, String> {
     let env = container.env.as_deref().unwrap_or_default();
-    let mut pythonpath_update = None;
-    if let Some((i, var)) = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH") {
-        if var.value_from.is_some() {
-            return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
-        }
-        let user = var.value.as_deref().unwrap_or_default();
-        let merged = if user.is_empty() {
-            format!("{prefix}:{}", settings.mount_path)
-        } else {
-            format!("{prefix}:{user}:{}", settings.mount_path)
-        };
-        pythonpath_update = Some((i, merged));
+    let user_pythonpath = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH");
+    if let Some((_, var)) = user_pythonpath
+        && var.value_from.is_some()
+    {
+        return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
     }
     if let Some(clash) = container
         .volume_mounts
@@ -600,15 +597,35 @@ fn plan_container(
         command::wrap(
             container.command.as_deref(),
             &settings.mount_path,
-            &settings.command_wrapper.interpreter,
+            &settings.command_wrapper,
         )
     } else {
         Wrap::NotWrapped(
             "command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it",
         )
     };
+    let user = user_pythonpath
+        .and_then(|(_, v)| v.value.as_deref())
+        .unwrap_or_default();
+    let mut pythonpath = String::with_capacity(prefix.len() + user.len() + 48);
+    pythonpath.push_str(prefix);
+    pythonpath.push(':');
+    if !user.is_empty() {
+        pythonpath.push_str(user);
+        pythonpath.push(':');
+    }
+    pythonpath.push_str(&settings.mount_path);
+    // `opentelemetry-instrument` puts the working directory on PYTHONPATH;
+    // without it, sitecustomize runs before any server (gunicorn, uvicorn)
+    // has added it to sys.path, and the Django instrumentation cannot import
+    // the app's settings then (operator #2302: every request answers 500).
+    // Last, so that neither the app's nor our packages are shadowed by it.
+    if matches!(wrap, Wrap::NotWrapped(_)) {
+        pythonpath.push_str(":.");
+    }
     Ok(ContainerPlan {
-        pythonpath_update,
+        pythonpath,
+        user_pythonpath_at: user_pythonpath.map(|(i, _)| i),
         wrap,
     })
 }
