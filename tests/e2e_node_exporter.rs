@@ -167,7 +167,7 @@ fn exporter_tls_and_node_ip_endpoint_reach_a_mutual_tls_collector() {
         );
         assert_eq!(code, 200, "{body}");
     }
-    let span = receiver.wait_for("a span over mutual TLS", TELEMETRY, |r| {
+    receiver.wait_for("a span over mutual TLS", TELEMETRY, |r| {
         r.spans().into_iter().find(|s| {
             s.resource.get("service.name").map(String::as_str) == Some(app.name.as_str())
                 && s.attributes.values().any(|v| v.contains("/ping?id=mtls-"))
