@@ -55,14 +55,13 @@ fn seed_deployment_gets_the_seed_configuration_and_keeps_its_own_fields() {
     golden("seed-deployment.mutated.yaml", &out);
     let before = &yaml_docs(&input)[0];
     let after = &yaml_docs(&out)[0];
-    let mut expected_spec = fixture("seed-expected-pod.json")["spec"].clone();
     // The one deliberate difference from the seed's hand-made pod: the wrapper
-    // runs the container's own interpreter (`python`), not `python3`.
-    expected_spec["containers"][0]["command"][0] = serde_json::json!("python");
+    // runs the container's own interpreter (`python`), not `python3`, behind
+    // the guard.
     assert_eq!(
         after["spec"]["template"]["spec"],
-        expected_spec.take(),
-        "pod template = the seed's final configuration, but for the wrapper's interpreter"
+        common::seed_expected_by_default()["spec"],
+        "pod template = the seed's final configuration, but for the wrapper's interpreter and guard"
     );
     for field in [
         "/apiVersion",
@@ -133,7 +132,7 @@ fn multi_document_files_pass_other_documents_through() {
     );
     assert_eq!(
         containers[1]["env"][0]["value"],
-        "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/srv/lib:/otel-auto-instrumentation"
+        "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/srv/lib:/otel-auto-instrumentation:."
     );
     let diff =
         offline::mutate(&input, &Config::default(), "default", OutputFormat::Diff).expect("diff");

@@ -19,18 +19,21 @@ fn app(env: Value, annotations: Value) -> Value {
 #[test]
 fn pythonpath_cases() {
     let prefix = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation";
+    // The operator's value, plus `:.` last: these containers have no command
+    // to wrap, so the working directory goes on PYTHONPATH as the operator's
+    // own `opentelemetry-instrument` puts it there (README migration table).
     let cases = [
         (
             json!([]),
-            Some(format!("{prefix}:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "value": "/srv"}]),
-            Some(format!("{prefix}:/srv:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/srv:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "value": ""}]),
-            Some(format!("{prefix}:/otel-auto-instrumentation")),
+            Some(format!("{prefix}:/otel-auto-instrumentation:.")),
         ),
         (
             json!([{"name": "PYTHONPATH", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
@@ -422,7 +425,8 @@ fn inject_python_env_is_the_operators() {
     });
     let out = admit_with(&pod, "ns", &bare_config(), &cluster);
     let prefix = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation";
-    let pythonpath = format!("{prefix}:/otel-auto-instrumentation");
+    // README row: an unwrapped container's PYTHONPATH ends with `.` (#2302).
+    let pythonpath = format!("{prefix}:/otel-auto-instrumentation:.");
     assert_eq!(
         env_pairs(&out.pod, 0),
         pairs(&[
@@ -1133,7 +1137,8 @@ fn service_name_labels_and_annotation_are_the_operators() {
 /// order; its `OTEL_RESOURCE_ATTRIBUTES` is asserted by `contains` only, so
 /// the full value is the one sdk.go computes for that pod. Ours may differ
 /// only in rows of the README's migration table: here the mount path in
-/// `PYTHONPATH` (and, for `-specenv`, the wrapped `command`).
+/// `PYTHONPATH`, `.` at its end for an unwrapped container, and for
+/// `-specenv` the wrapped `command`.
 /// `cargo test --test operator_compat operator_examples -- --nocapture`
 /// prints them side by side.
 #[test]
@@ -1342,13 +1347,21 @@ fn operator_examples_differ_only_in_listed_rows() {
             let mark = if left == right { ' ' } else { '|' };
             println!("{left:<width$.width$} {mark} {right}");
         }
-        // Only the listed difference: the mount path, in PYTHONPATH.
+        // Only listed differences: the mount path in PYTHONPATH, and `.` at
+        // its end when the command is not wrapped.
+        let wrapped = out.pod["spec"]["containers"][0]["command"]
+            != example.pod["spec"]["containers"][0]["command"];
+        let our_pythonpath = if wrapped {
+            our_pythonpath.to_owned()
+        } else {
+            format!("{our_pythonpath}:.")
+        };
         let expected: Vec<(String, String)> = example
             .operator_env
             .iter()
             .map(|(n, v)| {
                 if n == "PYTHONPATH" {
-                    (n.clone(), our_pythonpath.to_owned())
+                    (n.clone(), our_pythonpath.clone())
                 } else {
                     (n.clone(), v.clone())
                 }

@@ -700,6 +700,12 @@ fn check_with(original: &Value, config: &Config) -> Result<(), String> {
             })
             .count();
         let m_env = &m_env[inserted..];
+        // Unwrapped containers get the working directory last on PYTHONPATH.
+        let cwd = if before.get("command") == after.get("command") {
+            ":."
+        } else {
+            ""
+        };
         for (o, m) in o_env.iter().zip(m_env) {
             if o["name"] == "OTEL_RESOURCE_ATTRIBUTES"
                 && config.kubernetes_resource_attributes
@@ -723,9 +729,9 @@ fn check_with(original: &Value, config: &Config) -> Result<(), String> {
                 }
                 let user = o["value"].as_str().unwrap_or_default();
                 let want = if user.is_empty() {
-                    format!("{PREFIX}:{DEFAULT_MOUNT_PATH}")
+                    format!("{PREFIX}:{DEFAULT_MOUNT_PATH}{cwd}")
                 } else {
-                    format!("{PREFIX}:{user}:{DEFAULT_MOUNT_PATH}")
+                    format!("{PREFIX}:{user}:{DEFAULT_MOUNT_PATH}{cwd}")
                 };
                 let mut expected = o.clone();
                 expected["value"] = Value::String(want);
@@ -743,13 +749,19 @@ fn check_with(original: &Value, config: &Config) -> Result<(), String> {
         match (before.get("command"), after.get("command")) {
             (b, a) if b == a => {}
             (Some(b), Some(a)) => {
-                // The default interpreter is the container's own: command[0].
-                let mut wrapped = vec![
-                    b[0].clone(),
-                    json!(format!("{DEFAULT_MOUNT_PATH}/bin/opentelemetry-instrument")),
-                ];
-                wrapped.extend(b.as_array().cloned().unwrap_or_default());
-                if a != &Value::Array(wrapped) {
+                // The default interpreter is the container's own: command[0],
+                // behind the guard.
+                let rest: Vec<String> =
+                    std::iter::once(format!("{DEFAULT_MOUNT_PATH}/bin/opentelemetry-instrument"))
+                        .chain(
+                            b.as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|v| v.as_str().unwrap_or_default().to_owned()),
+                        )
+                        .collect();
+                let wrapped = guarded(b[0].as_str().unwrap_or_default(), &rest);
+                if a != &json!(wrapped) {
                     return Err(format!("{name}: command {b} became {a}, not a wrap"));
                 }
             }

@@ -358,11 +358,20 @@ fn instrument_container(
     for tls in &plan.tls_mounts {
         patch.append(&path("volumeMounts"), mounts_exist, tls);
     }
-    let env = plan_env(container, shared);
+    let mut env = plan_env(container, shared);
+    if plan.user_pythonpath_at.is_none()
+        && let Some(var) = env
+            .prefix
+            .iter_mut()
+            .chain(env.appended.iter_mut())
+            .find(|v| v.name == "PYTHONPATH")
+    {
+        var.value = Some(plan.pythonpath.clone());
+    }
     // In-place updates first: their indexes are the container's own, before
     // anything is inserted in front of them.
-    for (env_index, value) in plan
-        .pythonpath_update
+    let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
+    for (env_index, value) in user_pythonpath
         .iter()
         .chain(&env.resource_attributes_update)
     {
@@ -637,8 +646,10 @@ fn choose_targets(
 }
 
 struct ContainerPlan {
-    /// Index in `env` of a user PYTHONPATH and its merged value.
-    pythonpath_update: Option<(usize, String)>,
+    /// The container's `PYTHONPATH`.
+    pythonpath: String,
+    /// Index in `env` of the user's own `PYTHONPATH`, which `pythonpath` replaces.
+    user_pythonpath_at: Option<usize>,
     /// The exporter's certificate volumes this container does not mount yet.
     tls_mounts: Vec<VolumeMount>,
     wrap: Wrap,
@@ -650,18 +661,11 @@ fn plan_container(
     prefix: &str,
 ) -> Result<ContainerPlan, String> {
     let env = container.env.as_deref().unwrap_or_default();
-    let mut pythonpath_update = None;
-    if let Some((i, var)) = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH") {
-        if var.value_from.is_some() {
-            return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
-        }
-        let user = var.value.as_deref().unwrap_or_default();
-        let merged = if user.is_empty() {
-            format!("{prefix}:{}", settings.mount_path)
-        } else {
-            format!("{prefix}:{user}:{}", settings.mount_path)
-        };
-        pythonpath_update = Some((i, merged));
+    let user_pythonpath = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH");
+    if let Some((_, var)) = user_pythonpath
+        && var.value_from.is_some()
+    {
+        return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
     }
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
     if let Some(clash) = mounts
@@ -695,15 +699,35 @@ fn plan_container(
         command::wrap(
             container.command.as_deref(),
             &settings.mount_path,
-            &settings.command_wrapper.interpreter,
+            &settings.command_wrapper,
         )
     } else {
         Wrap::NotWrapped(
             "command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it",
         )
     };
+    let user = user_pythonpath
+        .and_then(|(_, v)| v.value.as_deref())
+        .unwrap_or_default();
+    let mut pythonpath = String::with_capacity(prefix.len() + user.len() + 48);
+    pythonpath.push_str(prefix);
+    pythonpath.push(':');
+    if !user.is_empty() {
+        pythonpath.push_str(user);
+        pythonpath.push(':');
+    }
+    pythonpath.push_str(&settings.mount_path);
+    // `opentelemetry-instrument` puts the working directory on PYTHONPATH;
+    // without it, sitecustomize runs before any server (gunicorn, uvicorn)
+    // has added it to sys.path, and the Django instrumentation cannot import
+    // the app's settings then (operator #2302: every request answers 500).
+    // Last, so that neither the app's nor our packages are shadowed by it.
+    if matches!(wrap, Wrap::NotWrapped(_)) {
+        pythonpath.push_str(":.");
+    }
     Ok(ContainerPlan {
-        pythonpath_update,
+        pythonpath,
+        user_pythonpath_at: user_pythonpath.map(|(i, _)| i),
         tls_mounts,
         wrap,
     })
