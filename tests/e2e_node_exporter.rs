@@ -110,8 +110,12 @@ fn exporter_tls_and_node_ip_endpoint_reach_a_mutual_tls_collector() {
     // A pod network of its own: probes and requests go to the pod's address.
     let pod_spec = &mut deployment["spec"]["template"]["spec"];
     pod_spec["hostNetwork"] = json!(false);
-    if let Some(probe) = pod_spec["containers"][0]["readinessProbe"]["httpGet"].as_object_mut() {
+    let container = &mut pod_spec["containers"][0];
+    if let Some(probe) = container["readinessProbe"]["httpGet"].as_object_mut() {
         probe.remove("host");
+    }
+    if let Some(env) = container["env"].as_array_mut() {
+        env.push(json!({"name": "BIND", "value": "0.0.0.0"}));
     }
     // The webhook reads Instrumentations from a watch: wait until it uses this
     // one (a dry run shows the endpoint) before the real rollout.
