@@ -230,6 +230,14 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
     };
     // The mutation keeps its own for callers that read it alone; most pods have none.
     let mut warnings = injection.warnings.clone();
+    if injection.outcome == inject::Outcome::Injected {
+        warnings.extend(
+            settings
+                .not_applied
+                .iter()
+                .map(|n| format!("otel-injector: {n}")),
+        );
+    }
     if let Some(lint) = endpoint_warning(&settings) {
         warnings.push(lint);
     }

@@ -5,8 +5,10 @@
 //! (`manifests/config.yaml` holds the same values as a file), with one
 //! deliberate difference: the command wrapper runs `opentelemetry-instrument`
 //! with the container's own interpreter, not `python3` (an image without
-//! `python3` on PATH would crash-loop). `commandWrapper.interpreter: python3`
-//! gives the seed's exact command.
+//! `python3` on PATH would crash-loop), behind a guard that starts the app
+//! uninstrumented where the wrapper cannot run in its Python (CPython 3.9 with
+//! the operator's image would crash-loop). `commandWrapper: {interpreter:
+//! python3, guard: false}` gives the seed's exact command.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -110,6 +112,12 @@ pub struct CommandWrapper {
     /// seed's hand-made command, but crash-loops images without `python3` on
     /// PATH (a virtualenv with only `python`).
     pub interpreter: String,
+    /// Run the wrapper behind a few lines of Python ([`crate::inject::command::GUARD`])
+    /// that start the command uninstrumented, saying so once, when the
+    /// image's `opentelemetry-instrument` cannot run in the container's
+    /// Python. `false` gives the seed's bare command, which exits 1 there
+    /// and crash-loops the pod.
+    pub guard: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +165,7 @@ impl Default for CommandWrapper {
         CommandWrapper {
             enabled: true,
             interpreter: String::new(),
+            guard: true,
         }
     }
 }

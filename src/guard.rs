@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimTemplate, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::inject::Settings;
@@ -157,6 +157,124 @@ impl Checker {
                 };
                 self.record(|| format!("{setting}[{i}].valueFrom"), &var.name, result);
             }
+        }
+    }
+
+    /// An ephemeral volume's claim template (`ValidatePersistentVolumeClaimTemplate`):
+    /// at least one access mode, each a known one; a positive storage
+    /// request; a known volume mode; valid labels. A template the API server
+    /// would take but no provisioner can serve leaves the pod Pending, as it
+    /// does with the operator.
+    pub fn volume_claim_template(
+        &mut self,
+        setting: &str,
+        template: &PersistentVolumeClaimTemplate,
+    ) {
+        let spec = &template.spec;
+        let modes = spec.access_modes.as_deref().unwrap_or_default();
+        if modes.is_empty() {
+            self.record(
+                || format!("{setting}.spec.accessModes"),
+                "",
+                Err("at least 1 access mode is required".to_owned()),
+            );
+        }
+        for (i, mode) in modes.iter().enumerate() {
+            let known = matches!(
+                mode.as_str(),
+                "ReadWriteOnce" | "ReadOnlyMany" | "ReadWriteMany" | "ReadWriteOncePod"
+            );
+            self.record(
+                || format!("{setting}.spec.accessModes[{i}]"),
+                mode,
+                if known {
+                    Ok(())
+                } else {
+                    Err(
+                        "must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod"
+                            .to_owned(),
+                    )
+                },
+            );
+        }
+        let storage = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"));
+        let checked = match storage {
+            None => Err("a storage request is required".to_owned()),
+            Some(q) => quantity(&q.0).and_then(|parsed| {
+                if parsed.value > 0.0 {
+                    Ok(())
+                } else {
+                    Err("must be greater than zero".to_owned())
+                }
+            }),
+        };
+        let value = storage.map_or("", |q| q.0.as_str());
+        self.record(
+            || format!("{setting}.spec.resources.requests.storage"),
+            value,
+            checked,
+        );
+        if let Some(mode) = &spec.volume_mode {
+            self.record(
+                || format!("{setting}.spec.volumeMode"),
+                mode,
+                // A raw block device cannot be mounted, and the init
+                // container copies files into it: the pod would not start.
+                if mode == "Filesystem" {
+                    Ok(())
+                } else {
+                    Err(
+                        "must be Filesystem: the instrumentation is copied into it as files"
+                            .to_owned(),
+                    )
+                },
+            );
+        }
+        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
+            self.record(
+                || format!("{setting}.spec.storageClassName"),
+                class,
+                dns_subdomain(class),
+            );
+        }
+        // ValidateTemplateObjectMeta: labels and annotations only; any other
+        // metadata "cannot be set for an ephemeral volume".
+        if let Some(meta) = &template.metadata {
+            let mut others = serde_json::to_value(meta).unwrap_or_default();
+            if let Some(map) = others.as_object_mut() {
+                map.remove("labels");
+                map.remove("annotations");
+                for key in map.keys() {
+                    self.record(
+                        || format!("{setting}.metadata.{key}"),
+                        key,
+                        Err(
+                            "cannot be set for an ephemeral volume: only labels and annotations"
+                                .to_owned(),
+                        ),
+                    );
+                }
+            }
+            for key in meta.annotations.iter().flatten().map(|(k, _)| k) {
+                self.record(
+                    || format!("{setting}.metadata.annotations"),
+                    key,
+                    qualified_name(key),
+                );
+            }
+        }
+        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        for (key, value) in labels.into_iter().flatten() {
+            self.record(|| format!("{setting}.metadata.labels"), key, label_key(key));
+            self.record(
+                || format!("{setting}.metadata.labels.{key}"),
+                value,
+                label_value(value),
+            );
         }
     }
 

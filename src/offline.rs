@@ -546,6 +546,7 @@ fn to_yaml(value: &Value, doc: &Document) -> Result<String, OfflineError> {
 pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, OfflineError> {
     let docs = read_documents(text)?;
     let results = admit_documents(&docs, config, default_ns)?;
+    let opted_in = opted_in_namespaces(&docs);
     let mut out = String::new();
     if results.is_empty() {
         out.push_str("No Pod or workload with a pod template in the input.\n");
@@ -571,11 +572,13 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
             Scope::Unresolvable { why } => Some(admission::not_instrumented(why)),
             _ => None,
         };
+        let scope = scope_warning(r, config, &opted_in);
         let warnings = admission
             .warnings
             .iter()
             .filter(|w| Some(*w) != headline.as_ref())
-            .chain(r.misplaced.iter());
+            .chain(r.misplaced.iter())
+            .chain(scope.as_ref());
         for w in warnings {
             let _ = writeln!(
                 out,
@@ -585,6 +588,44 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
         }
     }
     Ok(out)
+}
+
+/// The label the shipped `opt-in.otel-injector.io` webhook selects namespaces by.
+pub const OPT_IN_LABEL: (&str, &str) = ("otel-injector.io/injection", "enabled");
+
+/// Namespaces of the input (Namespace documents) that carry [`OPT_IN_LABEL`].
+fn opted_in_namespaces(docs: &[Document]) -> Vec<String> {
+    docs.iter()
+        .flat_map(|doc| items(&doc.value))
+        .filter(|item| item["kind"] == "Namespace" && item["apiVersion"] == "v1")
+        .filter(|item| item["metadata"]["labels"][OPT_IN_LABEL.0] == OPT_IN_LABEL.1)
+        .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A pod that asks for Python (an annotation, since its namespace is not in
+/// the config's `namespaces`) in a namespace the shipped webhook selectors
+/// do not send: the API server never calls the webhook for it, and nothing
+/// else would say so (the operator's webhook is sent every namespace).
+fn scope_warning(r: &TemplateResult, config: &Config, opted_in: &[String]) -> Option<String> {
+    let asks = matches!(
+        r.admission.scope,
+        Scope::Inject { .. } | Scope::Unresolvable { .. }
+    );
+    let covered = config.namespaces.contains(&r.namespace) || opted_in.contains(&r.namespace);
+    (asks && !covered).then(|| {
+        format!(
+            "with the shipped webhook selectors the API server only sends pods of {} and of namespaces labelled {}={}; namespace {} is neither as far as the input shows, so this pod would never reach the webhook: `kubectl label namespace {} {}={}`, or install the operator-like scope (manifests/all-namespaces, Helm webhook.allNamespaces=true). Pipe the Namespace in too (`kubectl get namespace {} -o yaml`) to check its labels",
+            if config.namespaces.is_empty() { "no namespace by name".to_owned() } else { config.namespaces.join(", ") },
+            OPT_IN_LABEL.0,
+            OPT_IN_LABEL.1,
+            r.namespace,
+            r.namespace,
+            OPT_IN_LABEL.0,
+            OPT_IN_LABEL.1,
+            r.namespace,
+        )
+    })
 }
 
 /// The headline of an in-scope pod, and what is added to it.

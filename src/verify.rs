@@ -318,11 +318,14 @@ pub fn classify(text: &str) -> Option<Cause> {
         l.contains("otel-injector: auto-instrumentation not started")
             || l.contains("otel-injector: auto-instrumentation did not start")
     }) {
-        let kind = if line.contains("no build for Python") {
-            "the Python version"
-        } else {
-            "a start-up error"
-        };
+        // The multi-version front ("no build for Python 3.X") and the
+        // command wrapper's guard ("... does not run in Python 3.X.Y").
+        let kind =
+            if line.contains("no build for Python") || line.contains("does not run in Python") {
+                "the Python version"
+            } else {
+                "a start-up error"
+            };
         return Some(Cause {
             kind,
             detail: line.trim().to_owned(),

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::*;
-use common::{env_value, fixture};
+use common::{env_value, fixture, guarded};
 use serde_json::{Value, json};
 
 const INIT: &str = "opentelemetry-auto-instrumentation-python";
@@ -94,13 +94,15 @@ fn real_apiserver_calls_the_webhook_and_stores_mutated_pods() {
     assert_seed_configuration(&stored);
     assert_eq!(
         stored["spec"]["containers"][0]["command"],
-        json!([
+        json!(guarded(
             "python",
-            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-            "python",
-            "run.py"
-        ]),
-        "the wrapper runs the container's own interpreter (the default)"
+            &[
+                "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+                "python",
+                "run.py"
+            ]
+        )),
+        "the wrapper runs the container's own interpreter, guarded (the default)"
     );
     assert_eq!(
         stored["metadata"]["annotations"]["otel-injector.io/status"],

@@ -581,8 +581,8 @@ fn seed_instrumented(install: &Install) {
     );
     let command = &pod["spec"]["containers"][0]["command"];
     assert_eq!(
-        command[1], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-        "the seed's python command is wrapped: {command}"
+        command[4], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+        "the seed's python command is wrapped, behind the guard: {command}"
     );
 
     // Served by the in-cluster replicas: their own counters say so.

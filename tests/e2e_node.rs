@@ -178,8 +178,8 @@ fn seed_deployment(cluster: &Cluster) -> App {
     assert_init_completed(&pod);
     let command = &pod["spec"]["containers"][0]["command"];
     assert_eq!(
-        command[1], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-        "the seed's python command is wrapped: {command}"
+        command[4], "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+        "the seed's python command is wrapped, behind the guard: {command}"
     );
 
     let ids: Vec<String> = (0..5).map(|i| format!("seed-{i}")).collect();
@@ -487,11 +487,28 @@ fn timings(cluster: &Cluster) {
             "injected: Ready -> first span (request sent once rollout says Ready)",
             vec![],
         ),
+        ("seed's bare wrapper: app started -> Ready", vec![]),
+        ("seed's bare wrapper: create -> Ready", vec![]),
+    ];
+    // The seed's bare wrapper (no guard) is the same injected pod with the
+    // seed's hand-made command already in it, so the webhook does not wrap
+    // it again: what the guard's `-S` saves shows in app started -> Ready.
+    let bare = [
+        "python3",
+        "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+        "python",
+        "run.py",
     ];
     for run in 0..runs {
-        for inject in [false, true] {
-            let name = format!("timing-{}-{run}", if inject { "injected" } else { "plain" });
-            let mut app = App::new(&name, "cxtm", LOGSTREAM_IMAGE).command(&["python", "run.py"]);
+        for kind in ["plain", "injected", "bare"] {
+            let inject = kind != "plain";
+            let name = format!("timing-{kind}-{run}");
+            let command: &[&str] = if kind == "bare" {
+                &bare
+            } else {
+                &["python", "run.py"]
+            };
+            let mut app = App::new(&name, "cxtm", LOGSTREAM_IMAGE).command(command);
             if !inject {
                 app = app.pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
             }
@@ -510,7 +527,10 @@ fn timings(cluster: &Cluster) {
                 t.started.expect("started"),
                 t.ready.expect("ready"),
             );
-            if inject {
+            if kind == "bare" {
+                rows[8].1.push(ready.saturating_duration_since(started));
+                rows[9].1.push(ready - created);
+            } else if inject {
                 let init_done = t
                     .init_done
                     .expect("the watch saw the init container complete");

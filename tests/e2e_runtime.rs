@@ -338,27 +338,46 @@ fn python_version(m: &Matrix, auto: Auto, minor: &str, command: bool) -> String 
     if auto == Auto::Operator && minor == "3.9" {
         // Measured: the operator's packages, resolved for Python 3.11 on the
         // day the image is built, do not import on 3.9 (packaging 26 uses
-        // typing.TypeAlias). sitecustomize's failure is caught by Python; the
-        // wrapper's is not: it is a Python program in front of the app.
+        // typing.TypeAlias). Python catches sitecustomize's failure; the
+        // wrapper's (a Python program in front of the app) is caught by the
+        // guard, which starts the app without our PYTHONPATH.
         if command {
-            let (last, waiting) = wait_crash(m, &name);
-            let log = m.logs(&name, true);
-            assert_eq!(last["exitCode"], 1, "{last}\n{log}");
+            let pod = rollout(&m.plane, "cxtm", &name);
+            assert_init_completed(&pod);
+            assert_eq!(
+                app_container(&pod)["command"][4],
+                format!("{MOUNT}/bin/opentelemetry-instrument"),
+                "wrapped, behind the guard"
+            );
+            let about = info(&app);
+            assert_eq!(about["otel"]["active"], false, "{about}");
+            let (code, _) = get(&app, &format!("/work?id={name}-1"));
+            assert_eq!(code, 200);
+            let log = m.logs(&name, false);
+            assert_eq!(
+                log.matches("otel-injector: auto-instrumentation not started")
+                    .count(),
+                1,
+                "the guard says once that the wrapper cannot run:\n{log}"
+            );
             assert!(
-                log.contains("opentelemetry-instrument") && log.contains("python3.9"),
-                "the wrapper's own traceback, in 3.9: {log}"
+                log.contains("does not run in Python 3.9")
+                    && !log.contains("Error in sitecustomize"),
+                "names the version; the app itself ran without our PYTHONPATH:\n{log}"
             );
             let (ok, text) = m.verify(&name);
-            assert!(!ok, "verify must fail a crash-looping pod:\n{text}");
             assert!(
-                text.contains("Python version") && text.contains("python3.9"),
+                !ok,
+                "verify must see that the instrumentation did not start:\n{text}"
+            );
+            assert!(
+                text.contains("Python version") && text.contains("3.9"),
                 "verify must name the Python version as the cause:\n{text}"
             );
             m.delete(&name);
-            return format!(
-                "NOT STARTED: {waiting}, the wrapper exits 1 (ImportError in Python 3.9); \
-                 verify names the Python version. Use the multi-version image, or commandWrapper.enabled: false"
-            );
+            return "serves UNINSTRUMENTED: the guard starts the app without our PYTHONPATH, \
+                    one 'otel-injector: ... does not run in Python 3.9' line; verify names the Python version"
+                .to_owned();
         }
         let pod = rollout(&m.plane, "cxtm", &name);
         assert_init_completed(&pod);
@@ -390,13 +409,15 @@ fn python_version(m: &Matrix, auto: Auto, minor: &str, command: bool) -> String 
     if command {
         assert_eq!(
             container["command"],
-            json!([
+            json!(common::guarded(
                 "python",
-                format!("{MOUNT}/bin/opentelemetry-instrument"),
-                "python",
-                "app.py"
-            ]),
-            "wrapped with the container's own interpreter"
+                &[
+                    &format!("{MOUNT}/bin/opentelemetry-instrument"),
+                    "python",
+                    "app.py"
+                ]
+            )),
+            "wrapped with the container's own interpreter, behind the guard"
         );
     } else {
         assert!(container["command"].is_null(), "no command: not wrapped");
@@ -700,18 +721,19 @@ fn old_requests(m: &Matrix, auto: Auto) -> String {
 /// PYTHONPATH; the multi-version front puts it on sys.path while starting.
 fn django_module(m: &Matrix, auto: Auto) -> String {
     let name = format!("{}-django-m", auto.tag());
-    django(m, auto, &name, &["python", "-m", "mysite"])
+    django(m, &name, &["python", "-m", "mysite"])
 }
 
 /// The same project under gunicorn (not a Python command: not wrapped, so
 /// only sitecustomize). The Django instrumentation imports the settings while
-/// sitecustomize runs, before Python has put the working directory on
-/// sys.path (operator #2302).
+/// sitecustomize runs, before gunicorn has put the working directory on
+/// sys.path (operator #2302: with the operator's PYTHONPATH, Django falls
+/// back to empty settings and answers every request 400). The webhook puts
+/// the working directory (`.`) last on PYTHONPATH of unwrapped containers.
 fn django_gunicorn(m: &Matrix, auto: Auto) -> String {
     let name = format!("{}-django-gunicorn", auto.tag());
     django(
         m,
-        auto,
         &name,
         &[
             "gunicorn",
@@ -724,7 +746,7 @@ fn django_gunicorn(m: &Matrix, auto: Auto) -> String {
     )
 }
 
-fn django(m: &Matrix, auto: Auto, name: &str, command: &[&str]) -> String {
+fn django(m: &Matrix, name: &str, command: &[&str]) -> String {
     let app = App::new(name, "cxtm", "local/runtime-py3.11:1").command(command);
     let mut deployment = app.deployment();
     let c = &mut deployment["spec"]["template"]["spec"]["containers"][0];
@@ -732,49 +754,20 @@ fn django(m: &Matrix, auto: Auto, name: &str, command: &[&str]) -> String {
     env.push(json!({"name": "DJANGO_SETTINGS_MODULE", "value": "mysite.settings"}));
     c["env"] = json!(env);
     m.plane.apply(&deployment);
-    if auto == Auto::Operator && command[0] == "gunicorn" {
-        // Measured: the Django instrumentation cannot import mysite.settings
-        // at start, falls back to settings.configure() with nothing in it,
-        // and the app then answers every request 400 (no ALLOWED_HOSTS).
-        let (code, body) = eventually("gunicorn to answer", Duration::from_secs(60), || {
-            app.get("/healthz")
-        });
-        assert!(
-            code >= 400,
-            "Django runs with empty settings: {code} {body}"
-        );
-        let pod = newest_pod(&m.plane, "cxtm", name).expect("pod");
-        assert_ne!(
-            pod["status"]["containerStatuses"][0]["ready"], true,
-            "never Ready: {}",
-            pod["status"]
-        );
-        m.delete(name);
-        // What a user does about it with this image: PYTHONPATH=/app in the
-        // pod (merged after the sitecustomize directory).
-        let fixed = format!("{name}-pp");
-        let app = App::new(&fixed, "cxtm", "local/runtime-py3.11:1").command(command);
-        let mut deployment = app.deployment();
-        let c = &mut deployment["spec"]["template"]["spec"]["containers"][0];
-        let mut env = c["env"].as_array().cloned().unwrap_or_default();
-        env.push(json!({"name": "DJANGO_SETTINGS_MODULE", "value": "mysite.settings"}));
-        env.push(json!({"name": "PYTHONPATH", "value": "/app"}));
-        c["env"] = json!(env);
-        m.plane.apply(&deployment);
-        rollout(&m.plane, "cxtm", &fixed);
-        let (ok, body) = get(&app, "/items/7");
-        assert_eq!(ok, 200, "{body}");
-        assert!(body.contains("mysite.settings"), "{body}");
-        django_span(m, &fixed);
-        m.delete(&fixed);
-        return format!(
-            "RUNS BUT DOES NOT SERVE: Django configured with empty settings (HTTP {code}): the \
-             settings module is not importable while sitecustomize runs. With PYTHONPATH=/app in \
-             the pod it serves and is instrumented; the multi-version image needs nothing"
-        );
-    }
     let pod = rollout(&m.plane, "cxtm", name);
     assert_init_completed(&pod);
+    if command[0] == "gunicorn" {
+        let pythonpath = app_container(&pod)["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|v| v["name"] == "PYTHONPATH"))
+            .and_then(|v| v["value"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            pythonpath.ends_with(":."),
+            "not wrapped: the working directory is last on PYTHONPATH: {pythonpath}"
+        );
+    }
     let (code, body) = get(&app, "/items/7");
     assert_eq!(code, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).expect("JSON");

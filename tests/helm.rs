@@ -234,6 +234,31 @@ fn cert_manager_mode_adds_the_objects_of_the_overlay() {
     );
 }
 
+/// `webhook.allNamespaces=true` renders what an overlay of manifests/ with
+/// the manifests/all-namespaces component gives (the operator-like scope).
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn all_namespaces_mode_renders_the_component() {
+    let chart = objects(&helm_template(&["--set", "webhook.allNamespaces=true"]));
+    // kustomize wants relative paths: the overlay lives in the repository.
+    let overlay = tempfile::Builder::new()
+        .prefix(".overlay-all-namespaces-")
+        .tempdir_in(repo())
+        .expect("overlay dir");
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/all-namespaces\n",
+    )
+    .expect("overlay");
+    let dir = overlay.path().to_str().expect("utf-8 path");
+    let manifests = kustomize(dir);
+    let webhook = &manifests["MutatingWebhookConfiguration /otel-injector"];
+    let selector = &webhook["webhooks"][1]["namespaceSelector"];
+    assert!(selector.get("matchLabels").is_none(), "{selector}");
+    assert!(selector["matchExpressions"].is_array(), "{selector}");
+    assert_same_objects(&chart, &manifests);
+}
+
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn values_reach_the_objects() {
@@ -282,7 +307,11 @@ fn values_reach_the_objects() {
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn helm_lint_passes() {
-    for values in [&[][..], &["--set", "certs.mode=certManager"][..]] {
+    for values in [
+        &[][..],
+        &["--set", "certs.mode=certManager"][..],
+        &["--set", "webhook.allNamespaces=true"][..],
+    ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend_from_slice(values);
         let out = run(helm_bin(), &args).unwrap_or_else(|e| panic!("{e}"));

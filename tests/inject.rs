@@ -22,11 +22,12 @@ fn admit(pod_json: &Value, namespace: &str) -> (Value, Option<inject::Injection>
 }
 
 /// The seed's exact hand-made configuration: the built-in profile with
-/// `commandWrapper.interpreter: python3` (the default runs the container's
-/// own interpreter instead; see the next test).
+/// `commandWrapper: {interpreter: python3, guard: false}` (the default runs
+/// the container's own interpreter behind the guard instead; see the next test).
 #[test]
 fn seed_pod_comes_out_as_the_seed_configured_it_by_hand() {
-    let config = Config::from_yaml("commandWrapper:\n  interpreter: python3\n").expect("config");
+    let config = Config::from_yaml("commandWrapper:\n  interpreter: python3\n  guard: false\n")
+        .expect("config");
     let admitted = admit_with(&fixture("seed-pod.json"), "cxtm", &config, &StaticView);
     let (mutated, injection) = (admitted.pod, admitted.injection);
     let injection = injection.expect("cxtm pods are in scope");
@@ -60,12 +61,14 @@ fn default_wrapper_uses_the_containers_own_interpreter() {
     let (out, _) = admit(&venv, "cxtm");
     assert_eq!(
         out["spec"]["containers"][0]["command"],
-        json!([
+        json!(guarded(
             "/app/venv/bin/python",
-            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-            "/app/venv/bin/python",
-            "app.py"
-        ])
+            &[
+                "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+                "/app/venv/bin/python",
+                "app.py"
+            ]
+        ))
     );
 }
 
@@ -200,8 +203,9 @@ fn existing_settings_are_kept_and_appended_to() {
     assert_eq!(
         env_value(&out, 0, "PYTHONPATH").as_deref(),
         Some(
-            "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/app/lib:/otel-auto-instrumentation"
-        )
+            "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/app/lib:/otel-auto-instrumentation:."
+        ),
+        "not wrapped (no command): the working directory goes last"
     );
     assert_eq!(
         env_value(&out, 0, "OTEL_SERVICE_NAME").as_deref(),
@@ -267,13 +271,15 @@ fn sidecar_first_pods_instrument_the_app_container() {
     );
     assert_eq!(
         out["spec"]["containers"][1]["command"],
-        json!([
+        json!(guarded(
             "python3",
-            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-            "python3",
-            "-m",
-            "web"
-        ])
+            &[
+                "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+                "python3",
+                "-m",
+                "web"
+            ]
+        ))
     );
     assert!(
         env_value(&out, 1, "OTEL_RESOURCE_ATTRIBUTES")

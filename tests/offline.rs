@@ -55,14 +55,13 @@ fn seed_deployment_gets_the_seed_configuration_and_keeps_its_own_fields() {
     golden("seed-deployment.mutated.yaml", &out);
     let before = &yaml_docs(&input)[0];
     let after = &yaml_docs(&out)[0];
-    let mut expected_spec = fixture("seed-expected-pod.json")["spec"].clone();
     // The one deliberate difference from the seed's hand-made pod: the wrapper
-    // runs the container's own interpreter (`python`), not `python3`.
-    expected_spec["containers"][0]["command"][0] = serde_json::json!("python");
+    // runs the container's own interpreter (`python`), not `python3`, behind
+    // the guard.
     assert_eq!(
         after["spec"]["template"]["spec"],
-        expected_spec.take(),
-        "pod template = the seed's final configuration, but for the wrapper's interpreter"
+        common::seed_expected_by_default()["spec"],
+        "pod template = the seed's final configuration, but for the wrapper's interpreter and guard"
     );
     for field in [
         "/apiVersion",
@@ -133,7 +132,7 @@ fn multi_document_files_pass_other_documents_through() {
     );
     assert_eq!(
         containers[1]["env"][0]["value"],
-        "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/srv/lib:/otel-auto-instrumentation"
+        "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation:/srv/lib:/otel-auto-instrumentation:."
     );
     let diff =
         offline::mutate(&input, &Config::default(), "default", OutputFormat::Diff).expect("diff");
@@ -392,4 +391,42 @@ fn verify_checklist_catches_what_the_seed_checked_by_hand() {
         failed.iter().any(|w| w.contains("entry point")),
         "{failed:?}"
     );
+}
+
+/// Issue 14, item 5: a pod that asks for Python in a namespace the shipped
+/// webhook selectors do not send gets a warning from `explain`; a labelled
+/// Namespace in the input (as `kubectl get namespace NS -o yaml` gives it)
+/// or the config's `namespaces` silence it.
+#[test]
+fn explain_warns_about_namespaces_the_webhook_is_never_called_for() {
+    let deployment = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: shop}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata:
+      labels: {app: shop}
+      annotations: {instrumentation.opentelemetry.io/inject-python: "true"}
+    spec:
+      containers: [{name: app, image: "shop:1"}]
+"#;
+    let config = otel_injector::config::Config::default();
+    let text = otel_injector::offline::explain(deployment, &config, "default").expect("explain");
+    assert!(
+        text.contains("namespace shop is neither") && text.contains("manifests/all-namespaces"),
+        "{text}"
+    );
+    let labelled = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {{otel-injector.io/injection: enabled}}\n---{deployment}"
+    );
+    let text = otel_injector::offline::explain(&labelled, &config, "default").expect("explain");
+    assert!(!text.contains("is neither"), "{text}");
+    let in_config = otel_injector::config::Config {
+        namespaces: vec!["shop".into()],
+        ..Default::default()
+    };
+    let text = otel_injector::offline::explain(deployment, &in_config, "default").expect("explain");
+    assert!(!text.contains("is neither"), "{text}");
 }

@@ -456,6 +456,60 @@ fn python_sdk_exports_reach_the_receiver() {
     assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
 }
 
+/// The SDK's exporter over mutual TLS, configured only by the env vars an
+/// Instrumentation's `exporter.tls` becomes in a pod: with the client
+/// certificate the spans arrive; without it the handshake is refused and
+/// nothing arrives.
+#[test]
+fn python_sdk_exports_over_mutual_tls() {
+    let site = python_packages();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = common::otlp::MutualTls::generate(dir.path(), &["127.0.0.1"]);
+    let receiver = OtlpReceiver::start_tls("127.0.0.1:0", &tls.server);
+    assert!(receiver.endpoint().starts_with("https://127.0.0.1:"));
+
+    let (ok, output) = python_exporter(
+        &site,
+        &receiver,
+        "py-mtls",
+        "none",
+        &[
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &tls.ca),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &tls.client_cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &tls.client_key),
+        ],
+    );
+    assert!(ok && !output.contains("Failed to export"), "{output}");
+    let span = receiver.wait_for("the span over mutual TLS", WAIT, |r| {
+        r.spans()
+            .into_iter()
+            .find(|s| s.resource.get("service.name").map(String::as_str) == Some("py-mtls"))
+    });
+    assert_eq!(span.name, "place-order");
+    assert!(receiver.errors().is_empty(), "{:?}", receiver.errors());
+
+    let (_, output) = python_exporter(
+        &site,
+        &receiver,
+        "py-no-client-cert",
+        "none",
+        &[("OTEL_EXPORTER_OTLP_CERTIFICATE", &tls.ca)],
+    );
+    assert!(
+        output.contains("SSL") || output.contains("certificate"),
+        "the exporter says why it could not export:\n{output}"
+    );
+    assert!(
+        receiver
+            .errors()
+            .iter()
+            .any(|e| e.contains("TLS handshake")),
+        "the receiver refused the handshake: {:?}",
+        receiver.errors()
+    );
+    assert!(!receiver.services().contains("py-no-client-cert"));
+}
+
 const PYTHON_EXPORTER: &str = r#"
 import logging
 from opentelemetry import trace
@@ -494,6 +548,25 @@ meter_provider.shutdown()
 "#;
 
 fn run_python_exporter(site: &Path, receiver: &OtlpReceiver, service: &str, compression: &str) {
+    let (ok, output) = python_exporter(site, receiver, service, compression, &[]);
+    assert!(ok, "the Python exporter failed:\n{output}");
+    // The SDK logs export failures instead of failing the process.
+    assert!(
+        !output.contains("Failed to export"),
+        "the Python exporter reported failures:\n{output}\nreceiver: {}",
+        receiver.summary()
+    );
+}
+
+/// Runs [`PYTHON_EXPORTER`] against `receiver` with `env` added: whether it
+/// exited 0, and its output.
+fn python_exporter(
+    site: &Path,
+    receiver: &OtlpReceiver,
+    service: &str,
+    compression: &str,
+    env: &[(&str, &Path)],
+) -> (bool, String) {
     let mut python = Command::new("python3");
     python.arg("-c").arg(PYTHON_EXPORTER);
     for (name, _) in std::env::vars_os() {
@@ -508,15 +581,9 @@ fn run_python_exporter(site: &Path, receiver: &OtlpReceiver, service: &str, comp
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
         .env("OTEL_EXPORTER_OTLP_COMPRESSION", compression)
         .env("OTEL_SERVICE_NAME", service)
-        .env("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=shop");
-    let (ok, output) = run(python, Duration::from_secs(120));
-    assert!(ok, "the Python exporter failed:\n{output}");
-    // The SDK logs export failures instead of failing the process.
-    assert!(
-        !output.contains("Failed to export"),
-        "the Python exporter reported failures:\n{output}\nreceiver: {}",
-        receiver.summary()
-    );
+        .env("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=shop")
+        .envs(env.iter().copied());
+    run(python, Duration::from_secs(120))
 }
 
 /// The SDK and exporter, installed once with pip into

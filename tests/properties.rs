@@ -149,6 +149,8 @@ fn env_name() -> impl Strategy<Value = String> {
         1 => Just("OTEL_RESOURCE_ATTRIBUTES".to_owned()),
         1 => Just("OTEL_TRACES_EXPORTER".to_owned()),
         1 => Just("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED".to_owned()),
+        1 => Just("OTEL_NODE_IP".to_owned()),
+        1 => Just("OTEL_RESOURCE_ATTRIBUTES_POD_NAME".to_owned()),
         1 => Just("a.b-c".to_owned()),
     ]
 }
@@ -597,6 +599,27 @@ fn other_metadata(pod: &Value) -> BTreeMap<&str, &Value> {
 
 /// All the properties for one pod; `Err` says which one broke.
 fn check(original: &Value) -> Result<(), String> {
+    check_with(original, &Config::default())
+}
+
+/// Vars the operator's env puts before the container's own (sdk.go
+/// prepends the IPs; the downward-API vars an in-place merged
+/// `OTEL_RESOURCE_ATTRIBUTES` uses go there too).
+const PREFIX_VARS: [&str; 5] = [
+    "OTEL_NODE_IP",
+    "OTEL_POD_IP",
+    "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES_POD_UID",
+];
+
+/// [`check`] with another config (`kubernetesResourceAttributes: true`
+/// builds env and attributes exactly as the operator does).
+fn check_with(original: &Value, config: &Config) -> Result<(), String> {
+    let admit = |pod: &Value| {
+        try_admit(pod, NAMESPACE, config, &StaticView)
+            .map(|admitted| (admitted.pod, admitted.injection))
+    };
     let (mutated, injection) = admit(original)?;
     let typed = Pod::deserialize(&mutated).map_err(|e| format!("result is not a Pod: {e}"))?;
     let (o_spec, m_spec) = (&original["spec"], &mutated["spec"]);
@@ -668,7 +691,36 @@ fn check(original: &Value) -> Result<(), String> {
         if m_env.len() < o_env.len() {
             return Err(format!("{name}: env shrank"));
         }
+        // Inserted before the container's own: only vars it does not set.
+        let inserted = m_env
+            .iter()
+            .take_while(|m| {
+                let n = m["name"].as_str().unwrap_or_default();
+                PREFIX_VARS.contains(&n) && !o_env.iter().any(|o| o["name"] == n)
+            })
+            .count();
+        let m_env = &m_env[inserted..];
+        // Unwrapped containers get the working directory last on PYTHONPATH.
+        let cwd = if before.get("command") == after.get("command") {
+            ":."
+        } else {
+            ""
+        };
         for (o, m) in o_env.iter().zip(m_env) {
+            if o["name"] == "OTEL_RESOURCE_ATTRIBUTES"
+                && config.kubernetes_resource_attributes
+                && o.get("valueFrom").is_none()
+            {
+                // The operator appends the computed attributes to the container's own.
+                let own = o["value"].as_str().unwrap_or_default();
+                let merged = m["value"].as_str().unwrap_or_default();
+                if !merged.starts_with(own) || m.get("valueFrom").is_some() {
+                    return Err(format!(
+                        "{name}: OTEL_RESOURCE_ATTRIBUTES {m} does not extend {o}"
+                    ));
+                }
+                continue;
+            }
             if o["name"] == "PYTHONPATH" {
                 if o.get("valueFrom").is_some() {
                     return Err(format!(
@@ -677,9 +729,9 @@ fn check(original: &Value) -> Result<(), String> {
                 }
                 let user = o["value"].as_str().unwrap_or_default();
                 let want = if user.is_empty() {
-                    format!("{PREFIX}:{DEFAULT_MOUNT_PATH}")
+                    format!("{PREFIX}:{DEFAULT_MOUNT_PATH}{cwd}")
                 } else {
-                    format!("{PREFIX}:{user}:{DEFAULT_MOUNT_PATH}")
+                    format!("{PREFIX}:{user}:{DEFAULT_MOUNT_PATH}{cwd}")
                 };
                 let mut expected = o.clone();
                 expected["value"] = Value::String(want);
@@ -697,13 +749,19 @@ fn check(original: &Value) -> Result<(), String> {
         match (before.get("command"), after.get("command")) {
             (b, a) if b == a => {}
             (Some(b), Some(a)) => {
-                // The default interpreter is the container's own: command[0].
-                let mut wrapped = vec![
-                    b[0].clone(),
-                    json!(format!("{DEFAULT_MOUNT_PATH}/bin/opentelemetry-instrument")),
-                ];
-                wrapped.extend(b.as_array().cloned().unwrap_or_default());
-                if a != &Value::Array(wrapped) {
+                // The default interpreter is the container's own: command[0],
+                // behind the guard.
+                let rest: Vec<String> =
+                    std::iter::once(format!("{DEFAULT_MOUNT_PATH}/bin/opentelemetry-instrument"))
+                        .chain(
+                            b.as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|v| v.as_str().unwrap_or_default().to_owned()),
+                        )
+                        .collect();
+                let wrapped = guarded(b[0].as_str().unwrap_or_default(), &rest);
+                if a != &json!(wrapped) {
                     return Err(format!("{name}: command {b} became {a}, not a wrap"));
                 }
             }
@@ -806,6 +864,21 @@ proptest! {
     fn generated_pods_keep_everything_and_inject_once(seed in pod_seed()) {
         let pod = build_pod(&seed);
         if let Err(e) = check(&pod) {
+            prop_assert!(false, "{e}\npod: {pod:#}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(proptest_config((cases() / 4).max(100)))]
+
+    /// The same properties with env and attributes built as the operator
+    /// builds them (IPs inserted first, a user OTEL_RESOURCE_ATTRIBUTES extended).
+    #[test]
+    fn generated_pods_keep_everything_with_the_operators_env(seed in pod_seed()) {
+        let pod = build_pod(&seed);
+        let config = Config { kubernetes_resource_attributes: true, ..Config::default() };
+        if let Err(e) = check_with(&pod, &config) {
             prop_assert!(false, "{e}\npod: {pod:#}");
         }
     }

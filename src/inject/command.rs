@@ -1,5 +1,7 @@
 //! The `opentelemetry-instrument` command wrapper: used only where it is safe.
 
+use crate::config::CommandWrapper;
+
 /// Why a container's command was or was not wrapped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wrap {
@@ -45,7 +47,8 @@ pub const MIN_PYTHON: (u32, u32) = (3, 8);
 /// of the app, so an interpreter that names a version which cannot run it
 /// (Python 2, 3.7 and older) is not wrapped: the app starts as it would have,
 /// and `sitecustomize` fails harmlessly there.
-pub fn wrap(command: Option<&[String]>, mount_path: &str, interpreter: &str) -> Wrap {
+pub fn wrap(command: Option<&[String]>, mount_path: &str, wrapper: &CommandWrapper) -> Wrap {
+    let interpreter = wrapper.interpreter.as_str();
     let Some(command) = command.filter(|c| !c.is_empty()) else {
         return Wrap::NotWrapped(
             "no command set: the image's entrypoint is kept; PYTHONPATH's sitecustomize instruments it",
@@ -77,16 +80,63 @@ pub fn wrap(command: Option<&[String]>, mount_path: &str, interpreter: &str) -> 
     } else {
         interpreter
     };
-    let mut wrapped = Vec::with_capacity(command.len() + 2);
+    let mut wrapped = Vec::with_capacity(command.len() + 5);
     wrapped.push(interpreter.to_owned());
+    if wrapper.guard {
+        wrapped.extend(["-S".to_owned(), "-c".to_owned(), GUARD.to_owned()]);
+    }
     wrapped.push(format!("{mount_path}/bin/opentelemetry-instrument"));
     wrapped.extend(command.iter().cloned());
     Wrap::Wrapped(wrapped)
 }
 
+/// The guard: `<interpreter> -S -c GUARD <mount>/bin/opentelemetry-instrument
+/// <command...>`. It runs the image's `opentelemetry-instrument` in its own
+/// process (which execs the command, instrumented); if that fails in this
+/// Python (measured: the operator's 0.54b1 image on CPython 3.9 raises
+/// `ImportError: cannot import name 'TypeAlias'`, and the bare wrapper then
+/// exits 1 and the pod crash-loops), it takes the mount's entries off
+/// `PYTHONPATH`, says so in one `otel-injector:` line on stderr, and execs the
+/// command as it would have run without us.
+///
+/// `-S` (no `site`) keeps the wrapper's own process from starting the SDK
+/// through `sitecustomize`, work the unguarded wrapper does and throws away
+/// at its `exec`. The wrapper needs nothing but the mount, which is on
+/// `PYTHONPATH`. Kept to syntax every Python 3.8+ reads.
+pub const GUARD: &str = r#"import os, sys
+if sys.path and not sys.path[0]:
+    del sys.path[0]
+w, a = sys.argv[1], sys.argv[2:]
+sys.argv = [w] + a
+try:
+    import runpy
+    runpy.run_path(w, run_name="__main__")
+    e = "it returned without starting the command"
+except BaseException as x:
+    e = "%s: %s" % (type(x).__name__, x)
+m = os.path.dirname(os.path.dirname(w))
+p = [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d and d != m and not d.startswith(m + "/")]
+if p:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p)
+else:
+    os.environ.pop("PYTHONPATH", None)
+sys.stderr.write("otel-injector: auto-instrumentation not started: %s does not run in Python %s (%s): %s; the application runs uninstrumented\n" % (w, sys.version.split()[0], sys.executable, e))
+sys.stderr.flush()
+os.execvp(a[0], a)
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The seed's unguarded wrapper with `interpreter`.
+    fn plain(interpreter: &str) -> CommandWrapper {
+        CommandWrapper {
+            interpreter: interpreter.to_owned(),
+            guard: false,
+            ..CommandWrapper::default()
+        }
+    }
 
     fn cmd(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| (*s).to_owned()).collect()
@@ -123,7 +173,7 @@ mod tests {
         let got = wrap(
             Some(&cmd(&["python", "run.py"])),
             "/otel-auto-instrumentation",
-            "python3",
+            &plain("python3"),
         );
         assert_eq!(
             got,
@@ -141,7 +191,7 @@ mod tests {
         let got = wrap(
             Some(&cmd(&["/usr/local/bin/python3.12", "-m", "app"])),
             "/m",
-            "",
+            &plain(""),
         );
         assert_eq!(
             got,
@@ -162,7 +212,7 @@ mod tests {
         let got = wrap(
             Some(&cmd(&["/app/venv/bin/python", "app.py"])),
             "/m",
-            &crate::config::Config::default().command_wrapper.interpreter,
+            &plain(&crate::config::Config::default().command_wrapper.interpreter),
         );
         assert_eq!(
             got,
@@ -179,14 +229,14 @@ mod tests {
     fn interpreters_too_old_for_the_wrapper_are_not_wrapped() {
         for old in ["python2", "python2.7", "/usr/bin/python3.7", "python3.6"] {
             assert!(
-                matches!(wrap(Some(&cmd(&[old, "app.py"])), "/m", ""), Wrap::NotWrapped(why) if why.contains("3.8")),
+                matches!(wrap(Some(&cmd(&[old, "app.py"])), "/m", &plain("")), Wrap::NotWrapped(why) if why.contains("3.8")),
                 "{old}"
             );
         }
         for ok in ["python", "python3", "python3.8", "python3.13", "python4"] {
             assert!(
                 matches!(
-                    wrap(Some(&cmd(&[ok, "app.py"])), "/m", ""),
+                    wrap(Some(&cmd(&[ok, "app.py"])), "/m", &plain("")),
                     Wrap::Wrapped(_)
                 ),
                 "{ok}"
@@ -194,27 +244,34 @@ mod tests {
         }
         // An explicitly configured interpreter is used as configured.
         assert!(matches!(
-            wrap(Some(&cmd(&["python2", "app.py"])), "/m", "python3"),
+            wrap(Some(&cmd(&["python2", "app.py"])), "/m", &plain("python3")),
             Wrap::Wrapped(_)
         ));
     }
 
     #[test]
     fn never_wraps_unsafe_or_twice() {
-        assert!(matches!(wrap(None, "/m", "python3"), Wrap::NotWrapped(_)));
         assert!(matches!(
-            wrap(Some(&[]), "/m", "python3"),
+            wrap(None, "/m", &plain("python3")),
             Wrap::NotWrapped(_)
         ));
         assert!(matches!(
-            wrap(Some(&cmd(&["gunicorn", "app:app"])), "/m", "python3"),
+            wrap(Some(&[]), "/m", &plain("python3")),
+            Wrap::NotWrapped(_)
+        ));
+        assert!(matches!(
+            wrap(
+                Some(&cmd(&["gunicorn", "app:app"])),
+                "/m",
+                &plain("python3")
+            ),
             Wrap::NotWrapped(_)
         ));
         assert!(matches!(
             wrap(
                 Some(&cmd(&["/bin/sh", "-c", "python run.py"])),
                 "/m",
-                "python3"
+                &plain("python3")
             ),
             Wrap::NotWrapped(_)
         ));
@@ -225,7 +282,7 @@ mod tests {
             "run.py",
         ]);
         assert!(matches!(
-            wrap(Some(&once), "/m", "python3"),
+            wrap(Some(&once), "/m", &plain("python3")),
             Wrap::NotWrapped(_)
         ));
     }

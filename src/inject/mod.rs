@@ -2,11 +2,14 @@
 //! decision out. No I/O, no clock, no globals: the server, the offline CLI,
 //! the benchmarks and the fuzzer all call [`inject`].
 //!
-//! The patch only appends to arrays and sets object members, so everything
-//! the pod already had survives: the seed's hand-made `kubectl patch`
-//! commands replaced whole arrays and would have wiped existing env and volumes.
+//! The patch only adds: it appends to arrays, sets object members, and (as
+//! the operator does) inserts the downward-API IPs in front of a container's
+//! env. Everything the pod already had survives in its order: the seed's
+//! hand-made `kubectl patch` commands replaced whole arrays and would have
+//! wiped existing env and volumes.
 
 pub mod command;
+pub mod exporter_tls;
 pub mod patch;
 pub mod workload;
 
@@ -15,13 +18,15 @@ use std::collections::{BTreeMap, HashSet};
 
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector, Pod, PodSpec,
-    ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
+    ObjectFieldSelector, PersistentVolumeClaimTemplate, Pod, PodSpec, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::{CommandWrapper, Config, Platform};
 use command::Wrap;
+pub use exporter_tls::ExporterTls;
 pub use patch::JsonPatch;
 use patch::{PatchBuilder, pointer};
 pub use workload::Workload;
@@ -46,13 +51,30 @@ pub struct Settings {
     pub volume_name: String,
     pub mount_path: String,
     pub volume_size_limit: Option<String>,
+    /// An Instrumentation's `spec.python.volumeClaimTemplate`: the shared
+    /// volume is then this ephemeral volume instead of an emptyDir.
+    pub volume_claim_template: Option<PersistentVolumeClaimTemplate>,
     pub init_container_resources: Option<ResourceRequirements>,
     pub endpoint: Option<String>,
     pub protocol: String,
+    /// `spec.exporter.tls`: the exporter's certificate files and their volumes.
+    pub exporter_tls: Option<ExporterTls>,
     /// Env in precedence order, first wins (`python.env`, then `spec.env`, then config).
     pub env: Vec<EnvVar>,
+    /// How many of `env`'s first entries come from `spec.python.env`: the
+    /// operator adds those before `PYTHONPATH`, the rest after it.
+    pub python_env_count: usize,
+    /// What of an Instrumentation is read but not applied, for the
+    /// admission response's warnings (nothing is ignored silently).
+    pub not_applied: Vec<String>,
     pub resource_attributes: IndexMap<String, String>,
+    /// Build env and `OTEL_RESOURCE_ATTRIBUTES` exactly as the operator does
+    /// (always with an Instrumentation; `kubernetesResourceAttributes` in config).
     pub kubernetes_resource_attributes: bool,
+    /// `spec.defaults.useLabelsForResourceAttributes`.
+    pub use_labels_for_resource_attributes: bool,
+    /// `spec.resource.addK8sUIDAttributes`.
+    pub add_k8s_uid_attributes: bool,
     pub propagators: Vec<String>,
     pub sampler: Option<Sampler>,
     pub node_selector: BTreeMap<String, String>,
@@ -76,12 +98,18 @@ impl Settings {
             volume_name: config.volume_name.clone(),
             mount_path: config.mount_path.trim_end_matches('/').to_owned(),
             volume_size_limit: config.volume_size_limit.clone(),
+            volume_claim_template: None,
             init_container_resources: config.init_container_resources.clone(),
             endpoint: config.exporter.endpoint.clone(),
             protocol: config.exporter.protocol.clone(),
+            exporter_tls: None,
             env: config.env.clone(),
+            python_env_count: 0,
+            not_applied: Vec::new(),
             resource_attributes: config.resource_attributes.clone(),
             kubernetes_resource_attributes: config.kubernetes_resource_attributes,
+            use_labels_for_resource_attributes: false,
+            add_k8s_uid_attributes: false,
             propagators: Vec::new(),
             sampler: None,
             node_selector: config.node_selector.clone(),
@@ -323,26 +351,61 @@ fn instrument_container(
         name: settings.volume_name.clone(),
         ..Default::default()
     };
-    patch.append(
-        &path("volumeMounts"),
-        container.volume_mounts.is_some(),
-        &mount,
-    );
-    if let Some((env_index, value)) = plan.pythonpath_update {
-        let mut env_path = path("env/");
-        env_path.push_str(itoa::Buffer::new().format(env_index));
-        env_path.push_str("/value");
-        patch.add(&env_path, &value);
+    let mut mounts_exist = container.volume_mounts.is_some();
+    patch.append(&path("volumeMounts"), mounts_exist, &mount);
+    mounts_exist = true;
+    // The exporter's certificates, after ours as the operator mounts them.
+    for tls in &plan.tls_mounts {
+        patch.append(&path("volumeMounts"), mounts_exist, tls);
     }
-    let generated = generated_env(container, shared);
-    patch.add_env(&path("env"), container.env.is_some(), &generated);
-    let reason = match plan.wrap {
+    let mut env = plan_env(container, shared);
+    if plan.user_pythonpath_at.is_none()
+        && let Some(var) = env
+            .prefix
+            .iter_mut()
+            .chain(env.appended.iter_mut())
+            .find(|v| v.name == "PYTHONPATH")
+    {
+        var.value = Some(plan.pythonpath.clone());
+    }
+    // In-place updates first: their indexes are the container's own, before
+    // anything is inserted in front of them.
+    let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
+    for (env_index, value) in user_pythonpath
+        .iter()
+        .chain(&env.resource_attributes_update)
+    {
+        let mut env_path = path("env/");
+        env_path.push_str(itoa::Buffer::new().format(*env_index));
+        env_path.push_str("/value");
+        patch.add(&env_path, value);
+    }
+    if container.env.is_some() {
+        // Kubernetes expands `$(VAR)` only for vars defined earlier in the
+        // list: the operator puts OTEL_NODE_IP and OTEL_POD_IP first, so the
+        // container's own env may use them too.
+        for (i, var) in env.prefix.iter().enumerate() {
+            let mut env_path = path("env/");
+            env_path.push_str(itoa::Buffer::new().format(i));
+            patch.add(&env_path, var);
+        }
+        patch.add_env(&path("env"), true, &env.appended);
+    } else {
+        let mut all = env.prefix;
+        all.extend(env.appended);
+        patch.add_env(&path("env"), false, &all);
+    }
+    let mut reason = match plan.wrap {
         Wrap::Wrapped(new_command) => {
             patch.add(&path("command"), &new_command);
             "instrumented; command wrapped with opentelemetry-instrument".to_owned()
         }
         Wrap::NotWrapped(why) => format!("instrumented; command not wrapped: {why}"),
     };
+    for note in env.notes {
+        reason.push_str("; ");
+        reason.push_str(&note);
+    }
     ContainerReport {
         name: container.name.clone(),
         instrumented: true,
@@ -394,15 +457,38 @@ fn add_init_container_and_volume(
         spec.init_containers.is_some(),
         &init,
     );
-    let volume = Volume {
-        name: settings.volume_name.clone(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: settings.volume_size_limit.clone().map(Quantity),
+    let existing = spec.volumes.as_deref().unwrap_or_default();
+    let mut volumes_exist = spec.volumes.is_some();
+    // The operator adds the certificate volumes first (while it handles the
+    // containers), then its own; a volume of the same name is reused.
+    let tls_volumes = settings
+        .exporter_tls
+        .iter()
+        .flat_map(ExporterTls::volumes)
+        .filter(|v| !existing.iter().any(|e| e.name == v.volume.name));
+    for tls in tls_volumes {
+        patch.append("/spec/volumes", volumes_exist, &tls.volume);
+        volumes_exist = true;
+    }
+    let volume = match &settings.volume_claim_template {
+        // As the operator: a claim template replaces the emptyDir (and its size limit).
+        Some(template) => Volume {
+            name: settings.volume_name.clone(),
+            ephemeral: Some(EphemeralVolumeSource {
+                volume_claim_template: Some(template.clone()),
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
+        },
+        None => Volume {
+            name: settings.volume_name.clone(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: settings.volume_size_limit.clone().map(Quantity),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
     };
-    patch.append("/spec/volumes", spec.volumes.is_some(), &volume);
+    patch.append("/spec/volumes", volumes_exist, &volume);
 }
 
 /// Where the ServiceAccount admission plugin mounts the API token, and the
@@ -560,8 +646,12 @@ fn choose_targets(
 }
 
 struct ContainerPlan {
-    /// Index in `env` of a user PYTHONPATH and its merged value.
-    pythonpath_update: Option<(usize, String)>,
+    /// The container's `PYTHONPATH`.
+    pythonpath: String,
+    /// Index in `env` of the user's own `PYTHONPATH`, which `pythonpath` replaces.
+    user_pythonpath_at: Option<usize>,
+    /// The exporter's certificate volumes this container does not mount yet.
+    tls_mounts: Vec<VolumeMount>,
     wrap: Wrap,
 }
 
@@ -571,23 +661,14 @@ fn plan_container(
     prefix: &str,
 ) -> Result<ContainerPlan, String> {
     let env = container.env.as_deref().unwrap_or_default();
-    let mut pythonpath_update = None;
-    if let Some((i, var)) = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH") {
-        if var.value_from.is_some() {
-            return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
-        }
-        let user = var.value.as_deref().unwrap_or_default();
-        let merged = if user.is_empty() {
-            format!("{prefix}:{}", settings.mount_path)
-        } else {
-            format!("{prefix}:{user}:{}", settings.mount_path)
-        };
-        pythonpath_update = Some((i, merged));
+    let user_pythonpath = env.iter().enumerate().find(|(_, v)| v.name == "PYTHONPATH");
+    if let Some((_, var)) = user_pythonpath
+        && var.value_from.is_some()
+    {
+        return Err("PYTHONPATH comes from valueFrom, so it cannot be merged; set it as a plain value to instrument".into());
     }
-    if let Some(clash) = container
-        .volume_mounts
-        .as_deref()
-        .unwrap_or_default()
+    let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+    if let Some(clash) = mounts
         .iter()
         .find(|m| m.mount_path.trim_end_matches('/') == settings.mount_path)
     {
@@ -596,19 +677,58 @@ fn plan_container(
             clash.name, settings.mount_path
         ));
     }
+    let mut tls_mounts = Vec::new();
+    for tls in settings.exporter_tls.iter().flat_map(ExporterTls::volumes) {
+        // Mounted already (the operator's check): nothing to add.
+        if mounts.iter().any(|m| m.name == tls.mount.name) {
+            continue;
+        }
+        // A second mount at one path gets the pod refused by the API server.
+        if let Some(clash) = mounts
+            .iter()
+            .find(|m| m.mount_path.trim_end_matches('/') == tls.mount.mount_path)
+        {
+            return Err(format!(
+                "volume {:?} is already mounted at {}, where spec.exporter.tls mounts {:?}; not instrumenting it",
+                clash.name, tls.mount.mount_path, tls.mount.name
+            ));
+        }
+        tls_mounts.push(tls.mount);
+    }
     let wrap = if settings.command_wrapper.enabled {
         command::wrap(
             container.command.as_deref(),
             &settings.mount_path,
-            &settings.command_wrapper.interpreter,
+            &settings.command_wrapper,
         )
     } else {
         Wrap::NotWrapped(
             "command wrapper disabled in config: PYTHONPATH's sitecustomize instruments it",
         )
     };
+    let user = user_pythonpath
+        .and_then(|(_, v)| v.value.as_deref())
+        .unwrap_or_default();
+    let mut pythonpath = String::with_capacity(prefix.len() + user.len() + 48);
+    pythonpath.push_str(prefix);
+    pythonpath.push(':');
+    if !user.is_empty() {
+        pythonpath.push_str(user);
+        pythonpath.push(':');
+    }
+    pythonpath.push_str(&settings.mount_path);
+    // `opentelemetry-instrument` puts the working directory on PYTHONPATH;
+    // without it, sitecustomize runs before any server (gunicorn, uvicorn)
+    // has added it to sys.path, and the Django instrumentation cannot import
+    // the app's settings then (operator #2302: every request answers 500).
+    // Last, so that neither the app's nor our packages are shadowed by it.
+    if matches!(wrap, Wrap::NotWrapped(_)) {
+        pythonpath.push_str(":.");
+    }
     Ok(ContainerPlan {
-        pythonpath_update,
+        pythonpath,
+        user_pythonpath_at: user_pythonpath.map(|(i, _)| i),
+        tls_mounts,
         wrap,
     })
 }
@@ -635,22 +755,360 @@ fn field_ref(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// The env vars to append to one container, in the order that makes
-/// `$(VAR)` references resolve (`OTEL_RESOURCE_ATTRIBUTES` after the vars it
-/// uses). Precedence: the container's own env > `settings.env` > generated.
+/// Env the operator's downward API gives every instrumented container, first
+/// in its list (`defaultPodNodeEnvVars`), so endpoints such as
+/// `http://$(OTEL_NODE_IP):4318` expand.
+pub const NODE_IP_ENV: &str = "OTEL_NODE_IP";
+pub const POD_IP_ENV: &str = "OTEL_POD_IP";
+pub const POD_NAME_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_NAME";
+pub const POD_UID_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES_POD_UID";
+pub const NODE_NAME_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME";
+const RESOURCE_ATTRIBUTES_ENV: &str = "OTEL_RESOURCE_ATTRIBUTES";
+
+/// What one container's env gets.
+#[derive(Debug, Default)]
+struct EnvPlan {
+    /// Inserted before the container's own env (Kubernetes expands `$(VAR)`
+    /// only for vars defined earlier).
+    prefix: Vec<EnvVar>,
+    /// Appended after it.
+    appended: Vec<EnvVar>,
+    /// The container's own `OTEL_RESOURCE_ATTRIBUTES` (index) with the
+    /// computed attributes appended, as the operator does.
+    resource_attributes_update: Option<(usize, String)>,
+    /// Said in the container's report.
+    notes: Vec<String>,
+}
+
+fn plan_env(container: &Container, shared: &Shared<'_>) -> EnvPlan {
+    if shared.settings.kubernetes_resource_attributes {
+        return operator_env(container, shared);
+    }
+    let appended = generated_env(container, shared);
+    // Without an Instrumentation the webhook's own env is kept as it always
+    // was; the downward-API IPs come only when something refers to them.
+    let own = container.env.as_deref().unwrap_or_default();
+    let refers = |v: &EnvVar| {
+        v.value
+            .as_deref()
+            .is_some_and(|v| v.contains("$(OTEL_NODE_IP)") || v.contains("$(OTEL_POD_IP)"))
+    };
+    let prefix = if own.iter().chain(&appended).any(refers) {
+        ip_vars()
+            .into_iter()
+            .filter(|v| !own.iter().chain(&appended).any(|e| e.name == v.name))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    EnvPlan {
+        prefix,
+        appended,
+        ..EnvPlan::default()
+    }
+}
+
+/// `OTEL_NODE_IP`, then `OTEL_POD_IP`: the operator prepends each in turn,
+/// which leaves the node's first.
+fn ip_vars() -> [EnvVar; 2] {
+    [
+        field_ref(NODE_IP_ENV, "status.hostIP"),
+        field_ref(POD_IP_ENV, "status.podIP"),
+    ]
+}
+
+/// Appends `var` unless the container or `out` already sets it (the
+/// operator's `appendIfNotSet`: the first definition wins).
+fn push_unset(own: &[EnvVar], out: &mut Vec<EnvVar>, var: EnvVar) {
+    if !own.iter().chain(out.iter()).any(|e| e.name == var.name) {
+        out.push(var);
+    }
+}
+
+/// The env the operator gives a Python container with an Instrumentation
+/// (`injectPythonSDKToContainer`, `injectCommonEnvVar`,
+/// `injectDefaultPythonEnvVars`, `injectCommonSDKConfig`), in its order.
+/// Differences, all in the README's migration table: the webhook's config
+/// `env` comes after `spec.env`; a var the container sets is never added a
+/// second time; a `valueFrom` `OTEL_RESOURCE_ATTRIBUTES` is left alone (the
+/// operator appends to its empty value, and the API server refuses the pod).
+fn operator_env(container: &Container, shared: &Shared<'_>) -> EnvPlan {
+    let settings = shared.settings;
+    let own = container.env.as_deref().unwrap_or_default();
+    let mut plan = EnvPlan::default();
+    let mut out: Vec<EnvVar> = Vec::with_capacity(24);
+    // python.env, then spec.env, then the config's env; first per name.
+    // PYTHONPATH is always ours to merge, never replaced.
+    let configured: Vec<(usize, &EnvVar)> = settings
+        .env
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            v.name != "PYTHONPATH" && !settings.env[..*i].iter().any(|e| e.name == v.name)
+        })
+        .collect();
+    let (python, common): (Vec<_>, Vec<_>) = configured
+        .into_iter()
+        .partition(|(i, _)| *i < settings.python_env_count);
+    for (_, var) in python {
+        push_unset(own, &mut out, var.clone());
+    }
+    push_unset(
+        own,
+        &mut out,
+        plain(
+            "PYTHONPATH",
+            format!("{}:{}", shared.pythonpath_prefix, settings.mount_path),
+        ),
+    );
+    for (_, var) in common {
+        push_unset(own, &mut out, var.clone());
+    }
+    push_unset(
+        own,
+        &mut out,
+        plain("OTEL_EXPORTER_OTLP_PROTOCOL", settings.protocol.as_str()),
+    );
+    for name in [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+    ] {
+        push_unset(own, &mut out, plain(name, "otlp"));
+    }
+    // The attributes the computed ones are appended to: the container's own
+    // (as written) or a configured one (python.env, spec.env, config env).
+    let own_attributes = own
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.name == RESOURCE_ATTRIBUTES_ENV);
+    let configured_attributes = out.iter().position(|v| v.name == RESOURCE_ATTRIBUTES_ENV);
+    let base: Option<&EnvVar> = own_attributes
+        .map(|(_, v)| v)
+        .or(configured_attributes.map(|i| &out[i]));
+    let base_value = base.and_then(|v| v.value.clone());
+    let computed = operator_resource_attributes(container, shared, base_value.as_deref());
+    push_unset(
+        own,
+        &mut out,
+        plain("OTEL_SERVICE_NAME", computed.service_name.as_str()),
+    );
+    if let Some(endpoint) = &settings.endpoint {
+        push_unset(
+            own,
+            &mut out,
+            plain("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        );
+    }
+    for var in settings.exporter_tls.iter().flat_map(ExporterTls::env) {
+        push_unset(own, &mut out, var);
+    }
+    let mut downward = vec![field_ref(POD_NAME_ENV, "metadata.name")];
+    if computed.needs_pod_uid {
+        downward.push(field_ref(POD_UID_ENV, "metadata.uid"));
+    }
+    if computed.needs_node_name {
+        downward.push(field_ref(NODE_NAME_ENV, "spec.nodeName"));
+    }
+    downward.retain(|v| !own.iter().chain(&out).any(|e| e.name == v.name));
+    let downward_at = out.len();
+    out.extend(downward.iter().cloned());
+    if !settings.propagators.is_empty() {
+        push_unset(
+            own,
+            &mut out,
+            plain("OTEL_PROPAGATORS", settings.propagators.join(",")),
+        );
+    }
+    let sampler_set = own
+        .iter()
+        .chain(&out)
+        .any(|e| e.name == "OTEL_TRACES_SAMPLER" || e.name == "OTEL_TRACES_SAMPLER_ARG");
+    if let (Some(sampler), false) = (&settings.sampler, sampler_set) {
+        out.push(plain("OTEL_TRACES_SAMPLER", sampler.kind.as_str()));
+        if let Some(arg) = &sampler.argument {
+            out.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
+        }
+    }
+    let merged = |base: Option<&str>| match base {
+        None => computed.joined.clone(),
+        Some(b) if b.ends_with(',') => format!("{b}{}", computed.joined),
+        Some(b) => format!("{b},{}", computed.joined),
+    };
+    let mut prefix: Vec<EnvVar> = ip_vars()
+        .into_iter()
+        .filter(|v| !own.iter().chain(&out).any(|e| e.name == v.name))
+        .collect();
+    match (own_attributes, configured_attributes) {
+        (Some((_, var)), _) if var.value_from.is_some() => plan.notes.push(format!(
+            "its {RESOURCE_ATTRIBUTES_ENV} comes from valueFrom and is kept as is, without the computed attributes"
+        )),
+        (Some((index, var)), _) => {
+            plan.resource_attributes_update = Some((index, merged(var.value.as_deref())));
+            // The container's own var stays where it is: the downward-API
+            // vars it now refers to must come before it.
+            let moved: Vec<EnvVar> = out.drain(downward_at..downward_at + downward.len()).collect();
+            prefix.extend(moved);
+        }
+        (None, Some(index)) => {
+            let var = out.remove(index);
+            if var.value_from.is_some() {
+                plan.notes.push(format!(
+                    "the configured {RESOURCE_ATTRIBUTES_ENV} comes from valueFrom and is kept as is, without the computed attributes"
+                ));
+                out.push(var);
+            } else {
+                // The operator moves it to the end: after every var it may use.
+                out.push(plain(RESOURCE_ATTRIBUTES_ENV, merged(var.value.as_deref())));
+            }
+        }
+        (None, None) => out.push(plain(RESOURCE_ATTRIBUTES_ENV, merged(None))),
+    }
+    plan.prefix = prefix;
+    plan.appended = out;
+    plan
+}
+
+/// The operator's resource attributes for one container (`createResourceMap`
+/// and the rest of `injectCommonSDKConfig`).
+struct ComputedAttributes {
+    /// `k=v` pairs sorted by key, as `resourceMapToStr` writes them.
+    joined: String,
+    service_name: String,
+    needs_pod_uid: bool,
+    needs_node_name: bool,
+}
+
+/// Lowest to highest precedence: the Instrumentation's (and config's)
+/// `resourceAttributes`; the `k8s.*` names, `service.instance.id` and the
+/// owners; the pod's `resource.opentelemetry.io/<key>` annotations (not
+/// `service.name`); `service.namespace`. A key `base` (the
+/// `OTEL_RESOURCE_ATTRIBUTES` already set) holds is not computed at all.
+fn operator_resource_attributes(
+    container: &Container,
+    shared: &Shared<'_>,
+    base: Option<&str>,
+) -> ComputedAttributes {
+    let settings = shared.settings;
+    let pod = shared.pod;
+    let namespace = shared.request.namespace;
+    let use_labels = settings.use_labels_for_resource_attributes;
+    let existing: HashSet<&str> = base
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| {
+            let parts: Vec<&str> = kv.trim().split('=').collect();
+            (parts.len() == 2).then_some(parts[0])
+        })
+        .collect();
+    let mut res: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &settings.resource_attributes {
+        if !existing.contains(k.as_str()) {
+            res.insert(k.clone(), v.clone());
+        }
+    }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+    let instance_id = workload::label_or_annotation(pod, false, "service.instance.id", &[])
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{namespace}.$({POD_NAME_ENV}).{}", container.name));
+    let mut k8s: Vec<(&str, &str)> = vec![
+        ("k8s.namespace.name", namespace),
+        ("k8s.container.name", &container.name),
+        ("k8s.pod.name", pod_name),
+        (
+            "k8s.pod.uid",
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        ),
+        (
+            "k8s.node.name",
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .unwrap_or_default(),
+        ),
+        ("service.instance.id", &instance_id),
+    ];
+    if let Some(w) = shared.workload {
+        k8s.extend(w.attributes(settings.add_k8s_uid_attributes));
+    }
+    for (k, v) in k8s {
+        if !existing.contains(k) && !v.is_empty() {
+            res.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    for (k, v) in pod.metadata.annotations.iter().flatten() {
+        if let Some(key) = k.strip_prefix(workload::RESOURCE_ANNOTATION_PREFIX)
+            && !existing.contains(key)
+            && key != "service.name"
+        {
+            res.insert(key.to_owned(), v.clone());
+        }
+    }
+    let service_namespace =
+        workload::label_or_annotation(pod, use_labels, "service.namespace", &[])
+            .unwrap_or(namespace);
+    if !service_namespace.is_empty() && !existing.contains("service.namespace") {
+        res.insert("service.namespace".into(), service_namespace.to_owned());
+    }
+    // chooseServiceName reads the map as it is now, pod name included.
+    let service_name =
+        workload::label_or_annotation(pod, use_labels, "service.name", &workload::NAME_LABELS)
+            .map(str::to_owned)
+            .or_else(|| {
+                [
+                    "k8s.deployment.name",
+                    "k8s.replicaset.name",
+                    "k8s.statefulset.name",
+                    "k8s.daemonset.name",
+                    "k8s.cronjob.name",
+                    "k8s.job.name",
+                    "k8s.pod.name",
+                ]
+                .iter()
+                .find_map(|k| res.get(*k).filter(|v| !v.is_empty()).cloned())
+            })
+            .unwrap_or_else(|| container.name.clone());
+    // The pod name always comes from the downward API (a template's pods have none yet).
+    res.insert("k8s.pod.name".into(), format!("$({POD_NAME_ENV})"));
+    let needs_pod_uid =
+        settings.add_k8s_uid_attributes && res.get("k8s.pod.uid").is_none_or(String::is_empty);
+    if needs_pod_uid {
+        res.insert("k8s.pod.uid".into(), format!("$({POD_UID_ENV})"));
+    }
+    if base.is_none_or(|b| !b.contains("service.version"))
+        && let Some(version) =
+            workload::operator_service_version(pod, use_labels, container.image.as_deref())
+    {
+        res.insert("service.version".into(), version);
+    }
+    let needs_node_name = res.get("k8s.node.name").is_none_or(String::is_empty);
+    if needs_node_name {
+        res.insert("k8s.node.name".into(), format!("$({NODE_NAME_ENV})"));
+    }
+    let mut joined = String::with_capacity(320);
+    for (k, v) in &res {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(k);
+        joined.push('=');
+        joined.push_str(v);
+    }
+    ComputedAttributes {
+        joined,
+        service_name,
+        needs_pod_uid,
+        needs_node_name,
+    }
+}
+
+/// The env vars to append to one container without an Instrumentation
+/// (the webhook's own profile), in the order that makes `$(VAR)` references
+/// resolve (`OTEL_RESOURCE_ATTRIBUTES` after the vars it uses). Precedence:
+/// the container's own env > `settings.env` > generated.
 fn generated_env(container: &Container, shared: &Shared<'_>) -> Vec<EnvVar> {
     let settings = shared.settings;
     let (mut generated, extra_at) = exporter_env(settings, &shared.pythonpath_prefix);
-    if settings.kubernetes_resource_attributes {
-        generated.push(field_ref(
-            "OTEL_RESOURCE_ATTRIBUTES_POD_NAME",
-            "metadata.name",
-        ));
-        generated.push(field_ref(
-            "OTEL_RESOURCE_ATTRIBUTES_NODE_NAME",
-            "spec.nodeName",
-        ));
-    }
     generated.push(plain(
         "OTEL_RESOURCE_ATTRIBUTES",
         resource_attributes(container, shared),
@@ -694,43 +1152,21 @@ fn exporter_env(settings: &Settings, pythonpath_prefix: &str) -> (Vec<EnvVar>, u
     (generated, extra_at)
 }
 
-/// `OTEL_RESOURCE_ATTRIBUTES`: the configured ones first, then the
-/// operator's `k8s.*` names, `service.version` and `service.namespace`
-/// (the first value of a key wins).
+/// `OTEL_RESOURCE_ATTRIBUTES` of the webhook's own profile: the configured
+/// ones first, then `service.version` and `service.namespace` (the first
+/// value of a key wins).
 fn resource_attributes(container: &Container, shared: &Shared<'_>) -> String {
     let settings = shared.settings;
     let namespace = shared.request.namespace;
     // Borrowed where possible: this runs once per container on every review.
     let mut attributes: Vec<(&str, Cow<'_, str>)> =
-        Vec::with_capacity(settings.resource_attributes.len() + 8);
+        Vec::with_capacity(settings.resource_attributes.len() + 2);
     attributes.extend(
         settings
             .resource_attributes
             .iter()
             .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str()))),
     );
-    if settings.kubernetes_resource_attributes {
-        attributes.push(("k8s.container.name", Cow::Borrowed(&container.name)));
-        attributes.push(("k8s.namespace.name", Cow::Borrowed(namespace)));
-        attributes.push((
-            "k8s.node.name",
-            Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_NODE_NAME)"),
-        ));
-        attributes.push((
-            "k8s.pod.name",
-            Cow::Borrowed("$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME)"),
-        ));
-        if let Some((key, w)) = shared.workload.and_then(|w| Some((w.attribute_key()?, w))) {
-            attributes.push((key, Cow::Borrowed(&w.name)));
-        }
-        attributes.push((
-            "service.instance.id",
-            Cow::Owned(format!(
-                "{namespace}.$(OTEL_RESOURCE_ATTRIBUTES_POD_NAME).{}",
-                container.name
-            )),
-        ));
-    }
     if let Some(version) = workload::service_version(shared.pod, container.image.as_deref()) {
         attributes.push(("service.version", Cow::Owned(version)));
     }

@@ -1,5 +1,6 @@
-//! A JSON Patch (RFC 6902) that only ever appends or sets object members, so
-//! a patch never removes or reorders anything the pod already had.
+//! A JSON Patch (RFC 6902) of `add` operations only: appends, object
+//! members, and inserts at an index (env vars the operator puts first), so a
+//! patch never removes anything the pod had nor changes its order.
 //!
 //! The patch is written as JSON text while it is built: every value goes
 //! straight from its typed form (k8s-openapi structs, strings) into one

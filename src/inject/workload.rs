@@ -10,25 +10,65 @@ pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
 const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 
 /// The top-level controller of a pod (Deployment rather than its ReplicaSet).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Workload {
     /// Kubernetes kind: `Deployment`, `StatefulSet`, `DaemonSet`, `CronJob`, `Job`, `ReplicaSet`, ...
     pub kind: String,
     pub name: String,
+    /// The object's UID when known (from an owner reference); empty: unknown.
+    pub uid: String,
+    /// The pod's direct owner when the workload is its owner's owner: the
+    /// ReplicaSet of a Deployment, the Job of a CronJob. The operator names
+    /// both in the resource attributes.
+    pub via: Option<Box<Workload>>,
 }
 
 impl Workload {
+    pub fn new(kind: impl Into<String>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Workload {
+            kind: kind.into(),
+            name: name.into(),
+            uid: uid.into(),
+            via: None,
+        }
+    }
+
     /// The resource attribute the operator uses for this kind, e.g. `k8s.deployment.name`.
     pub fn attribute_key(&self) -> Option<&'static str> {
+        Some(self.attribute_keys()?.0)
+    }
+
+    /// `k8s.<kind>.name` and `k8s.<kind>.uid`.
+    fn attribute_keys(&self) -> Option<(&'static str, &'static str)> {
         Some(match self.kind.as_str() {
-            "Deployment" => "k8s.deployment.name",
-            "ReplicaSet" => "k8s.replicaset.name",
-            "StatefulSet" => "k8s.statefulset.name",
-            "DaemonSet" => "k8s.daemonset.name",
-            "Job" => "k8s.job.name",
-            "CronJob" => "k8s.cronjob.name",
+            "Deployment" => ("k8s.deployment.name", "k8s.deployment.uid"),
+            "ReplicaSet" => ("k8s.replicaset.name", "k8s.replicaset.uid"),
+            "StatefulSet" => ("k8s.statefulset.name", "k8s.statefulset.uid"),
+            "DaemonSet" => ("k8s.daemonset.name", "k8s.daemonset.uid"),
+            "Job" => ("k8s.job.name", "k8s.job.uid"),
+            "CronJob" => ("k8s.cronjob.name", "k8s.cronjob.uid"),
             _ => return None,
         })
+    }
+
+    /// The operator's owner attributes (`addParentResourceLabels`): name, and
+    /// UID when asked for and known, of the direct owner and its owner.
+    pub fn attributes(&self, with_uids: bool) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::with_capacity(4);
+        for w in std::iter::once(self).chain(self.via.as_deref()) {
+            if let Some((name_key, uid_key)) = w.attribute_keys() {
+                out.push((name_key, w.name.as_str()));
+                if with_uids && !w.uid.is_empty() {
+                    out.push((uid_key, w.uid.as_str()));
+                }
+            }
+        }
+        out
+    }
+
+    fn with_via(mut self, via: Workload) -> Self {
+        self.via = Some(Box::new(via));
+        self
     }
 }
 
@@ -47,33 +87,22 @@ pub fn workload_from_names(pod: &Pod) -> Option<Workload> {
         .labels
         .as_ref()
         .and_then(|l| l.get(POD_TEMPLATE_HASH));
+    let direct = Workload::new(owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str());
+    // The parent's UID is not in the pod: only its name can be guessed.
     let workload = match owner.kind.as_str() {
         "ReplicaSet" => {
             match hash.and_then(|h| owner.name.strip_suffix(h.as_str())?.strip_suffix('-')) {
-                Some(deployment) if !deployment.is_empty() => Workload {
-                    kind: "Deployment".into(),
-                    name: deployment.into(),
-                },
-                _ => Workload {
-                    kind: "ReplicaSet".into(),
-                    name: owner.name.clone(),
-                },
+                Some(deployment) if !deployment.is_empty() => {
+                    Workload::new("Deployment", deployment, "").with_via(direct)
+                }
+                _ => direct,
             }
         }
         "Job" => match cronjob_of_job(&owner.name) {
-            Some(cronjob) => Workload {
-                kind: "CronJob".into(),
-                name: cronjob.into(),
-            },
-            None => Workload {
-                kind: "Job".into(),
-                name: owner.name.clone(),
-            },
+            Some(cronjob) => Workload::new("CronJob", cronjob, "").with_via(direct),
+            None => direct,
         },
-        kind => Workload {
-            kind: kind.into(),
-            name: owner.name.clone(),
-        },
+        _ => direct,
     };
     Some(workload)
 }
@@ -99,25 +128,17 @@ pub fn from_owners(
     controller_of: impl Fn(&str, &str) -> Option<Option<OwnerReference>>,
 ) -> Option<Workload> {
     let owner = controller(pod.metadata.owner_references.as_deref())?;
+    let direct = Workload::new(owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str());
     let parent_kind = match owner.kind.as_str() {
         "ReplicaSet" => "Deployment",
         "Job" => "CronJob",
-        other => {
-            return Some(Workload {
-                kind: other.to_owned(),
-                name: owner.name.clone(),
-            });
-        }
+        _ => return Some(direct),
     };
     Some(match controller_of(&owner.kind, &owner.name)? {
-        Some(parent) if parent.kind == parent_kind => Workload {
-            kind: parent.kind,
-            name: parent.name,
-        },
-        _ => Workload {
-            kind: owner.kind.clone(),
-            name: owner.name.clone(),
-        },
+        Some(parent) if parent.kind == parent_kind => {
+            Workload::new(parent.kind, parent.name, parent.uid).with_via(direct)
+        }
+        _ => direct,
     })
 }
 
@@ -198,6 +219,66 @@ pub fn image_tag(image: &str) -> Option<&str> {
     let last_segment = without_digest.rsplit('/').next().unwrap_or(without_digest);
     let (_, tag) = last_segment.rsplit_once(':')?;
     (!tag.is_empty()).then_some(tag)
+}
+
+/// The operator's resource-attribute annotation prefix: `resource.opentelemetry.io/<key>`.
+pub const RESOURCE_ANNOTATION_PREFIX: &str = "resource.opentelemetry.io/";
+/// Labels the operator reads for `service.name` with `useLabelsForResourceAttributes`, first wins.
+pub const NAME_LABELS: [&str; 2] = ["app.kubernetes.io/instance", "app.kubernetes.io/name"];
+
+/// The operator's `chooseLabelOrAnnotation`: the `resource.opentelemetry.io/<key>`
+/// annotation, else (with `useLabelsForResourceAttributes`) the first label
+/// of `labels` that is set; empty values count as unset.
+pub fn label_or_annotation<'a>(
+    pod: &'a Pod,
+    use_labels: bool,
+    key: &str,
+    labels: &[&str],
+) -> Option<&'a str> {
+    let annotations = pod.metadata.annotations.as_ref();
+    let from_annotation = annotations
+        .and_then(|a| a.get(&format!("{RESOURCE_ANNOTATION_PREFIX}{key}")))
+        .filter(|v| !v.is_empty());
+    if let Some(v) = from_annotation {
+        return Some(v);
+    }
+    if !use_labels {
+        return None;
+    }
+    let pod_labels = pod.metadata.labels.as_ref()?;
+    labels
+        .iter()
+        .find_map(|l| pod_labels.get(*l).filter(|v| !v.is_empty()))
+        .map(String::as_str)
+}
+
+/// `service.version` as the operator chooses it (`chooseServiceVersion`):
+/// annotation, label (only with `useLabelsForResourceAttributes`), else the
+/// image's tag, `tag@digest`, or digest.
+pub fn operator_service_version(
+    pod: &Pod,
+    use_labels: bool,
+    image: Option<&str>,
+) -> Option<String> {
+    if let Some(v) = label_or_annotation(pod, use_labels, "service.version", &[VERSION_LABEL]) {
+        return Some(v.to_owned());
+    }
+    let image = image?;
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest).filter(|d| !d.is_empty())),
+        None => (image, None),
+    };
+    let last_segment = name.rsplit('/').next().unwrap_or(name);
+    let tag = last_segment
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.is_empty());
+    match (tag, digest) {
+        (Some(tag), Some(digest)) => Some(format!("{tag}@{digest}")),
+        (None, Some(digest)) => Some(digest.to_owned()),
+        (Some(tag), None) => Some(tag.to_owned()),
+        (None, None) => None,
+    }
 }
 
 pub fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, PersistentVolumeClaimTemplate, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::{ApiResource, GroupVersionKind};
 use serde::{Deserialize, Serialize};
 
 use crate::guard;
-use crate::inject::{Sampler, Settings};
+use crate::inject::{ExporterTls, Sampler, Settings};
 
 pub const GROUP: &str = "opentelemetry.io";
 pub const VERSION: &str = "v1alpha1";
@@ -38,6 +38,9 @@ pub struct InstrumentationSpec {
     pub resource: Option<ResourceSpec>,
     pub env: Option<Vec<EnvVar>>,
     pub image_pull_policy: Option<String>,
+    pub defaults: Option<DefaultsSpec>,
+    /// Read only to say that it is not applied (see [`merge`]).
+    pub init_container_security_context: Option<serde_json::Value>,
     pub python: Option<PythonSpec>,
 }
 
@@ -45,6 +48,43 @@ pub struct InstrumentationSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ExporterSpec {
     pub endpoint: Option<String>,
+    pub tls: Option<TlsSpec>,
+}
+
+/// `spec.exporter.tls`; the file keys are snake_case in the operator's CRD.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    pub secret_name: Option<String>,
+    pub config_map_name: Option<String>,
+    #[serde(rename = "ca_file")]
+    pub ca: Option<String>,
+    #[serde(rename = "cert_file")]
+    pub cert: Option<String>,
+    #[serde(rename = "key_file")]
+    pub key: Option<String>,
+}
+
+impl TlsSpec {
+    /// The typed value, empty strings as unset (as the operator reads them);
+    /// `None` when nothing is set at all.
+    pub fn to_exporter_tls(&self) -> Option<ExporterTls> {
+        let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let tls = ExporterTls {
+            secret_name: set(&self.secret_name),
+            config_map_name: set(&self.config_map_name),
+            ca_file: set(&self.ca),
+            cert_file: set(&self.cert),
+            key_file: set(&self.key),
+        };
+        (tls != ExporterTls::default()).then_some(tls)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefaultsSpec {
+    pub use_labels_for_resource_attributes: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +110,7 @@ pub struct PythonSpec {
     pub env: Option<Vec<EnvVar>>,
     pub resource_requirements: Option<ResourceRequirements>,
     pub volume_limit_size: Option<Quantity>,
+    pub volume_claim_template: Option<PersistentVolumeClaimTemplate>,
 }
 
 /// Decodes `spec` of a watched object.
@@ -123,8 +164,29 @@ pub fn check(spec: &InstrumentationSpec) -> Result<(), Vec<guard::Problem>> {
         if let Some(size) = &python.volume_limit_size {
             c.size_limit("spec.python.volumeLimitSize", &size.0);
         }
+        if let Some(template) = &python.volume_claim_template {
+            c.volume_claim_template("spec.python.volumeClaimTemplate", template);
+        }
+    }
+    if let Some(tls) = exporter_tls(spec) {
+        // The volume names are DNS-1123 labels in the pod: a Secret named
+        // `my.certs` is a valid Secret but `otel-auto-secret-my.certs` is
+        // not a valid volume name, and the API server would refuse the pod.
+        if tls.secret_name.is_some() {
+            c.dns_label("spec.exporter.tls.secretName", &tls.secret_volume_name());
+        }
+        if tls.config_map_name.is_some() {
+            c.dns_label(
+                "spec.exporter.tls.configMapName",
+                &tls.config_map_volume_name(),
+            );
+        }
     }
     c.into_result()
+}
+
+fn exporter_tls(spec: &InstrumentationSpec) -> Option<ExporterTls> {
+    spec.exporter.as_ref()?.tls.as_ref()?.to_exporter_tls()
 }
 
 /// The names of the Instrumentations in `namespace`, sorted, out of the
@@ -170,7 +232,9 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
     {
         settings.endpoint = Some(endpoint);
     }
+    settings.exporter_tls = exporter_tls(spec);
     let mut env = python.env.unwrap_or_default();
+    settings.python_env_count = env.len();
     env.extend(spec.env.clone().unwrap_or_default());
     env.extend(base.env.iter().cloned());
     settings.env = env;
@@ -189,6 +253,33 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
         settings.resource_attributes = merged;
     }
     settings.kubernetes_resource_attributes = true;
+    // Not applied: the init container takes the app container's
+    // securityContext (the operator's default), which the API server and the
+    // namespace's Pod Security level already accepted for this very pod; one
+    // from the resource could get every pod refused under a restricted level,
+    // and the webhook cannot see the namespace's level.
+    settings.not_applied = spec
+        .init_container_security_context
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(|_| {
+            "spec.initContainerSecurityContext is not applied: the init container takes the app container's securityContext".to_owned()
+        })
+        .collect();
+    settings.use_labels_for_resource_attributes = spec
+        .defaults
+        .as_ref()
+        .and_then(|d| d.use_labels_for_resource_attributes)
+        .unwrap_or(false);
+    settings.add_k8s_uid_attributes = spec
+        .resource
+        .as_ref()
+        .and_then(|r| r.add_k8s_uid_attributes)
+        .unwrap_or(false);
+    // The operator uses the template when it is not the zero value.
+    settings.volume_claim_template = python
+        .volume_claim_template
+        .filter(|t| *t != PersistentVolumeClaimTemplate::default());
     settings.propagators = spec.propagators.clone().unwrap_or_default();
     settings.sampler = spec.sampler.as_ref().and_then(|s| {
         let kind = s.kind.clone().filter(|k| !k.is_empty())?;

@@ -200,9 +200,20 @@ impl ControlPlane {
     /// Registers manifests/webhook.yaml as shipped, pointed at `url` with the
     /// control plane's CA: the same rules, selectors and policies as production.
     pub fn register_webhook(&self, url: &str) {
+        self.register_webhook_patched(url, None);
+    }
+
+    /// [`register_webhook`](Self::register_webhook) with a JSON Patch file
+    /// of the repository (a kustomize component's, say) applied first.
+    pub fn register_webhook_patched(&self, url: &str, patch: Option<&str>) {
         let text = std::fs::read_to_string(repo().join("manifests/webhook.yaml"))
             .expect("manifests/webhook.yaml");
         let mut mwc: Value = serde_yaml_ng::from_str(&text).expect("webhook.yaml parses");
+        if let Some(path) = patch {
+            let text = std::fs::read_to_string(repo().join(path)).expect(path);
+            let ops: json_patch::Patch = serde_yaml_ng::from_str(&text).expect("a JSON Patch");
+            json_patch::patch(&mut mwc, &ops).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
         let ca = std::fs::read(self.var("APISERVER_CA_FILE")).expect("CA");
         let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
         for webhook in mwc["webhooks"].as_array_mut().expect("webhooks list") {

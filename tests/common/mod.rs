@@ -27,16 +27,40 @@ pub fn fixture(name: &str) -> Value {
 
 /// The seed's final pod (`seed-expected-pod.json`) as the default config
 /// makes it: the wrapper runs the container's own interpreter (`python`),
-/// where the seed's hand-made command said `python3`
-/// (`commandWrapper.interpreter: python3` gives the fixture exactly).
+/// where the seed's hand-made command said `python3`, behind the guard
+/// (`commandWrapper: {interpreter: python3, guard: false}` gives the fixture
+/// exactly).
 pub fn seed_expected_by_default() -> Value {
     let mut expected = fixture("seed-expected-pod.json");
+    let command = &mut expected["spec"]["containers"][0]["command"];
     assert_eq!(
-        expected["spec"]["containers"][0]["command"][0], "python3",
+        command[0], "python3",
         "the fixture is the seed's hand-made command"
     );
-    expected["spec"]["containers"][0]["command"][0] = json!("python");
+    let rest: Vec<String> = command
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(1)
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    *command = json!(guarded("python", &rest));
     expected
+}
+
+/// `[interpreter, -S, -c, GUARD, rest...]`: a wrapped command as the default
+/// `commandWrapper` (guarded) makes it; `rest` starts with the wrapper's path.
+pub fn guarded<S: AsRef<str>>(interpreter: &str, rest: &[S]) -> Vec<String> {
+    [
+        interpreter,
+        "-S",
+        "-c",
+        otel_injector::inject::command::GUARD,
+    ]
+    .into_iter()
+    .chain(rest.iter().map(AsRef::as_ref))
+    .map(str::to_owned)
+    .collect()
 }
 
 pub fn pod(value: &Value) -> Pod {

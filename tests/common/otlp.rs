@@ -93,7 +93,16 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Received> {
 
 /// An OTLP/HTTP receiver serving `POST /v1/traces`, `/v1/metrics` and
 /// `/v1/logs` on `127.0.0.1` at a free port, until dropped.
+/// PEM files for [`OtlpReceiver::start_tls`].
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Require client certificates signed by this CA.
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
 pub struct OtlpReceiver {
+    endpoint: String,
     port: u16,
     received: Shared,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -103,12 +112,29 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// Binds a free loopback port and starts serving on a thread of its own.
     pub fn start() -> Self {
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the OTLP receiver");
+        Self::start_on("127.0.0.1:0", None)
+    }
+
+    /// Serves OTLP/HTTP over TLS on `addr` (port 0: a free one) with the
+    /// product's own server config (`otel_injector::tls::server_config`): the
+    /// certificate and key in `tls`, and, with a client CA, only to clients
+    /// that present a certificate it signed. A failed handshake is recorded
+    /// in [`OtlpReceiver::errors`].
+    pub fn start_tls(addr: &str, tls: &TlsFiles) -> Self {
+        otel_injector::tls::install_crypto_provider();
+        let store = otel_injector::tls::CertStore::load(tls.cert.clone(), tls.key.clone())
+            .expect("the receiver's certificate");
+        let config = otel_injector::tls::server_config(Arc::new(store), tls.client_ca.as_deref())
+            .expect("the receiver's TLS config");
+        Self::start_on(addr, Some(Arc::new(config)))
+    }
+
+    fn start_on(addr: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let std_listener = std::net::TcpListener::bind(addr).expect("bind the OTLP receiver");
         std_listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
-        let port = std_listener.local_addr().expect("local address").port();
+        let local = std_listener.local_addr().expect("local address");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -126,20 +152,29 @@ impl OtlpReceiver {
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .with_state(received.clone());
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let errors = received.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("otlp-receiver-{port}"))
+            .name(format!("otlp-receiver-{}", local.port()))
             .spawn(move || {
                 // Dropping the runtime at the end aborts the open connections.
                 runtime.block_on(async move {
-                    tokio::select! {
-                        _ = axum::serve(listener, app) => {}
-                        _ = stop => {}
+                    match tls {
+                        None => tokio::select! {
+                            _ = axum::serve(listener, app) => {}
+                            _ = stop => {}
+                        },
+                        Some(config) => tokio::select! {
+                            () = serve_tls(listener, app, config, errors) => {}
+                            _ = stop => {}
+                        },
                     }
                 });
             })
             .expect("spawn the OTLP receiver thread");
         OtlpReceiver {
-            port,
+            endpoint: format!("{scheme}://{local}"),
+            port: local.port(),
             received,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -150,10 +185,10 @@ impl OtlpReceiver {
         self.port
     }
 
-    /// `http://127.0.0.1:PORT`, the value for `OTEL_EXPORTER_OTLP_ENDPOINT`
-    /// (exporters append `/v1/traces`, ...).
+    /// `http://127.0.0.1:PORT` (`https://ADDR:PORT` with TLS), the value for
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (exporters append `/v1/traces`, ...).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.endpoint.clone()
     }
 
     /// Every span received so far, in arrival order.
@@ -243,6 +278,36 @@ impl Drop for OtlpReceiver {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// One task per connection: the TLS handshake, then HTTP/1.1 (what the
+/// Python exporters speak) into the same router as the plain receiver.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: Arc<rustls::ServerConfig>,
+    received: Shared,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, app, received) = (acceptor.clone(), app.clone(), received.clone());
+        tokio::spawn(async move {
+            match acceptor.accept(tcp).await {
+                Ok(stream) => {
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+                Err(e) => lock(&received)
+                    .errors
+                    .push(format!("TLS handshake from {peer}: {e}")),
+            }
+        });
     }
 }
 
@@ -482,4 +547,69 @@ pub fn render(value: Option<&AnyValue>) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A receiver certificate for `names` and a client certificate, with one CA
+/// that signed both, written as PEM files into `dir`: what a collector with
+/// mutual TLS and its clients hold (`exporter.tls` of an Instrumentation).
+pub struct MutualTls {
+    /// For [`OtlpReceiver::start_tls`]: requires the client certificate.
+    pub server: TlsFiles,
+    /// The CA (`OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub ca: std::path::PathBuf,
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `..._CLIENT_KEY`.
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+}
+
+impl MutualTls {
+    pub fn generate(dir: &std::path::Path, names: &[&str]) -> MutualTls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair, KeyUsagePurpose,
+        };
+        // OpenSSL (the Python exporter's) needs a subject on the CA to chain to it.
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "otlp-test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let cn = names.first().cloned().unwrap_or_default();
+            let mut params = CertificateParams::new(names).expect("leaf params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &ca).expect("signed leaf");
+            (cert.pem(), key.serialize_pem())
+        };
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        let (server_cert, server_key) = leaf(names, ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = leaf(
+            vec!["otel-exporter".to_owned()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            path
+        };
+        let ca = write("ca.crt", &ca.pem());
+        MutualTls {
+            server: TlsFiles {
+                cert: write("server.crt", &server_cert),
+                key: write("server.key", &server_key),
+                client_ca: Some(ca.clone()),
+            },
+            ca,
+            client_cert: write("client.crt", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
 }
