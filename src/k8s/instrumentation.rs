@@ -146,6 +146,27 @@ pub fn settings_for(
     Ok(merge(&spec, base))
 }
 
+/// Whether a volumeClaimTemplate is Go's zero value, which the operator
+/// treats as absent (an emptyDir instead: `reflect.ValueOf(t).IsZero()` in
+/// its `instrVolume`). The operator's own Instrumentation webhook defaults it
+/// to `{metadata: {}, spec: {resources: {}}}`: decoded here, that is
+/// `Some(empty)` where `default()` has `None`, but in Go it is the zero value.
+/// Nulls, `""`, `0`, `false` and objects of only those count as zero; a
+/// list, even empty, does not.
+fn is_zero(template: &PersistentVolumeClaimTemplate) -> bool {
+    fn zero(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Null => true,
+            serde_json::Value::Bool(b) => !b,
+            serde_json::Value::Number(n) => n.as_f64() == Some(0.0),
+            serde_json::Value::String(s) => s.is_empty(),
+            serde_json::Value::Array(_) => false,
+            serde_json::Value::Object(m) => m.values().all(zero),
+        }
+    }
+    serde_json::to_value(template).is_ok_and(|v| zero(&v))
+}
+
 /// The spec's values that go into the pod, under their field paths.
 pub fn check(spec: &InstrumentationSpec) -> Result<(), Vec<guard::Problem>> {
     let mut c = guard::Checker::default();
@@ -164,7 +185,11 @@ pub fn check(spec: &InstrumentationSpec) -> Result<(), Vec<guard::Problem>> {
         if let Some(size) = &python.volume_limit_size {
             c.size_limit("spec.python.volumeLimitSize", &size.0);
         }
-        if let Some(template) = &python.volume_claim_template {
+        if let Some(template) = python
+            .volume_claim_template
+            .as_ref()
+            .filter(|t| !is_zero(t))
+        {
             c.volume_claim_template("spec.python.volumeClaimTemplate", template);
         }
     }
@@ -277,9 +302,7 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
         .and_then(|r| r.add_k8s_uid_attributes)
         .unwrap_or(false);
     // The operator uses the template when it is not the zero value.
-    settings.volume_claim_template = python
-        .volume_claim_template
-        .filter(|t| *t != PersistentVolumeClaimTemplate::default());
+    settings.volume_claim_template = python.volume_claim_template.filter(|t| !is_zero(t));
     settings.propagators = spec.propagators.clone().unwrap_or_default();
     settings.sampler = spec.sampler.as_ref().and_then(|s| {
         let kind = s.kind.clone().filter(|k| !k.is_empty())?;
@@ -326,6 +349,29 @@ mod tests {
             "java": {"image": "ignored"}
         }))
         .expect("spec decodes, unknown languages ignored")
+    }
+
+    #[test]
+    fn a_zero_volume_claim_template_is_absent_as_for_the_operator() {
+        // What the operator's Instrumentation webhook stores when the
+        // template is not set: no ephemeral volume, no guard problem.
+        let mut spec = seed_spec();
+        let python = spec.python.as_mut().expect("python");
+        python.volume_claim_template = Some(
+            serde_json::from_value(serde_json::json!({"metadata": {}, "spec": {"resources": {}}}))
+                .expect("template"),
+        );
+        assert!(check(&spec).is_ok());
+        let base = Settings::from_config(&Config::default());
+        assert_eq!(merge(&spec, &base).volume_claim_template, None);
+        // A template with content is used, and checked.
+        let python = spec.python.as_mut().expect("python");
+        python.volume_claim_template = Some(
+            serde_json::from_value(serde_json::json!({"spec": {"accessModes": []}}))
+                .expect("template"),
+        );
+        assert!(check(&spec).is_err());
+        assert!(merge(&spec, &base).volume_claim_template.is_some());
     }
 
     #[test]
