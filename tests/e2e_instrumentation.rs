@@ -36,12 +36,7 @@ fn opted_in_pod(name: &str, value: &str) -> Value {
 )]
 fn operator_instrumentation_and_annotations_work_unchanged() {
     let plane = ControlPlane::up("instrumentation");
-    plane.apply(&yaml_file("manifests/instrumentation/crd.yaml"));
-    eventually("the CRD to be served", Duration::from_secs(30), || {
-        plane
-            .try_kubectl(&["get", "instrumentations", "-A"], None)
-            .ok()
-    });
+    plane.install_instrumentation_crd();
     // Config without cxtm in `namespaces`: only the annotation brings pods in,
     // as with the operator.
     let config = plane.state_dir.join("config.yaml");
@@ -198,12 +193,7 @@ fn operator_instrumentation_and_annotations_work_unchanged() {
 )]
 fn an_instrumentation_value_the_api_server_refuses_no_longer_stops_pods() {
     let plane = ControlPlane::up("guard");
-    plane.apply(&yaml_file("manifests/instrumentation/crd.yaml"));
-    eventually("the CRD to be served", Duration::from_secs(30), || {
-        plane
-            .try_kubectl(&["get", "instrumentations", "-A"], None)
-            .ok()
-    });
+    plane.install_instrumentation_crd();
     let config = plane.state_dir.join("config.yaml");
     std::fs::write(&config, "namespaces: []\n").expect("config");
     let webhook = Webhook::start(

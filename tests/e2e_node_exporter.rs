@@ -22,17 +22,13 @@ use std::time::Duration;
 use common::cluster::*;
 use common::node::*;
 use common::otlp::{MutualTls, OtlpReceiver};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const INIT: &str = "opentelemetry-auto-instrumentation-python";
 const LOGSTREAM_IMAGE: &str = "local/cxtm-logstream:25.2.0";
 /// The node's address in bridge mode (tests/node/up `BRIDGE_CIDR`).
 const NODE_IP: &str = "10.244.0.1";
 const TELEMETRY: Duration = Duration::from_secs(60);
-
-fn yaml_file(path: &str) -> Value {
-    serde_yaml_ng::from_str(&std::fs::read_to_string(repo().join(path)).expect(path)).expect("yaml")
-}
 
 /// `GET path` on a pod address (a network namespace this test's node made).
 fn pod_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
@@ -58,12 +54,7 @@ fn pod_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
 )]
 fn exporter_tls_and_node_ip_endpoint_reach_a_mutual_tls_collector() {
     let plane = ControlPlane::up("node-exporter");
-    plane.apply(&yaml_file("manifests/instrumentation/crd.yaml"));
-    eventually("the CRD to be served", Duration::from_secs(30), || {
-        plane
-            .try_kubectl(&["get", "instrumentations", "-A"], None)
-            .ok()
-    });
+    plane.install_instrumentation_crd();
     let node = Node::up_with(
         &plane,
         &[

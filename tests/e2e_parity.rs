@@ -15,11 +15,6 @@ const INIT: &str = "opentelemetry-auto-instrumentation-python";
 const ANNOTATION: &str = "instrumentation.opentelemetry.io/inject-python";
 const NS: &str = "shop";
 
-fn crd() -> Value {
-    let path = repo().join("manifests/instrumentation/crd.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("crd")).expect("yaml")
-}
-
 fn instrumentation(name: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "opentelemetry.io/v1alpha1",
@@ -67,12 +62,7 @@ fn value_of(pod: &Value, name: &str) -> Option<String> {
 )]
 fn exporter_tls_node_ip_and_claim_template_pass_the_real_api_server() {
     let plane = ControlPlane::up("parity");
-    plane.apply(&crd());
-    eventually("the CRD to be served", Duration::from_secs(30), || {
-        plane
-            .try_kubectl(&["get", "instrumentations", "-A"], None)
-            .ok()
-    });
+    plane.install_instrumentation_crd();
     let config = plane.state_dir.join("config.yaml");
     std::fs::write(&config, "namespaces: []\n").expect("config");
     let webhook = Webhook::start(&plane, &["--config", config.to_str().expect("utf-8")]);

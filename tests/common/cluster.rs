@@ -197,6 +197,22 @@ impl ControlPlane {
         self.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}));
     }
 
+    /// Applies manifests/instrumentation/crd.yaml and waits until the API
+    /// server serves Instrumentations.
+    pub fn install_instrumentation_crd(&self) {
+        let path = "manifests/instrumentation/crd.yaml";
+        let text = std::fs::read_to_string(repo().join(path)).expect(path);
+        self.apply(&serde_yaml_ng::from_str(&text).expect("crd.yaml parses"));
+        eventually(
+            "the Instrumentation CRD to be served",
+            Duration::from_secs(30),
+            || {
+                self.try_kubectl(&["get", "instrumentations", "-A"], None)
+                    .ok()
+            },
+        );
+    }
+
     /// Registers manifests/webhook.yaml as shipped, pointed at `url` with the
     /// control plane's CA: the same rules, selectors and policies as production.
     pub fn register_webhook(&self, url: &str) {
