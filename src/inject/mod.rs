@@ -358,16 +358,7 @@ fn instrument_container(
     for tls in &plan.tls_mounts {
         patch.append(&path("volumeMounts"), mounts_exist, tls);
     }
-    let mut env = plan_env(container, shared);
-    if plan.user_pythonpath_at.is_none()
-        && let Some(var) = env
-            .prefix
-            .iter_mut()
-            .chain(env.appended.iter_mut())
-            .find(|v| v.name == "PYTHONPATH")
-    {
-        var.value = Some(plan.pythonpath.clone());
-    }
+    let env = plan_env(container, shared, &plan.pythonpath);
     // In-place updates first: their indexes are the container's own, before
     // anything is inserted in front of them.
     let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
@@ -780,11 +771,13 @@ struct EnvPlan {
     notes: Vec<String>,
 }
 
-fn plan_env(container: &Container, shared: &Shared<'_>) -> EnvPlan {
+/// `pythonpath` is the container's PYTHONPATH from its plan; where the
+/// container sets its own, that one is updated in place instead.
+fn plan_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) -> EnvPlan {
     if shared.settings.kubernetes_resource_attributes {
-        return operator_env(container, shared);
+        return operator_env(container, shared, pythonpath);
     }
-    let appended = generated_env(container, shared);
+    let appended = generated_env(container, shared, pythonpath);
     // Without an Instrumentation the webhook's own env is kept as it always
     // was; the downward-API IPs come only when something refers to them.
     let own = container.env.as_deref().unwrap_or_default();
@@ -832,7 +825,7 @@ fn push_unset(own: &[EnvVar], out: &mut Vec<EnvVar>, var: EnvVar) {
 /// `env` comes after `spec.env`; a var the container sets is never added a
 /// second time; a `valueFrom` `OTEL_RESOURCE_ATTRIBUTES` is left alone (the
 /// operator appends to its empty value, and the API server refuses the pod).
-fn operator_env(container: &Container, shared: &Shared<'_>) -> EnvPlan {
+fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) -> EnvPlan {
     let settings = shared.settings;
     let own = container.env.as_deref().unwrap_or_default();
     let mut plan = EnvPlan::default();
@@ -853,14 +846,7 @@ fn operator_env(container: &Container, shared: &Shared<'_>) -> EnvPlan {
     for (_, var) in python {
         push_unset(own, &mut out, var.clone());
     }
-    push_unset(
-        own,
-        &mut out,
-        plain(
-            "PYTHONPATH",
-            format!("{}:{}", shared.pythonpath_prefix, settings.mount_path),
-        ),
-    );
+    push_unset(own, &mut out, plain("PYTHONPATH", pythonpath));
     for (_, var) in common {
         push_unset(own, &mut out, var.clone());
     }
@@ -1106,9 +1092,9 @@ fn operator_resource_attributes(
 /// (the webhook's own profile), in the order that makes `$(VAR)` references
 /// resolve (`OTEL_RESOURCE_ATTRIBUTES` after the vars it uses). Precedence:
 /// the container's own env > `settings.env` > generated.
-fn generated_env(container: &Container, shared: &Shared<'_>) -> Vec<EnvVar> {
+fn generated_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) -> Vec<EnvVar> {
     let settings = shared.settings;
-    let (mut generated, extra_at) = exporter_env(settings, &shared.pythonpath_prefix);
+    let (mut generated, extra_at) = exporter_env(settings, pythonpath);
     generated.push(plain(
         "OTEL_RESOURCE_ATTRIBUTES",
         resource_attributes(container, shared),
@@ -1119,12 +1105,9 @@ fn generated_env(container: &Container, shared: &Shared<'_>) -> Vec<EnvVar> {
 
 /// `PYTHONPATH`, the exporters and the SDK's settings; and the index where
 /// the config's extra env goes (after the exporters).
-fn exporter_env(settings: &Settings, pythonpath_prefix: &str) -> (Vec<EnvVar>, usize) {
+fn exporter_env(settings: &Settings, pythonpath: &str) -> (Vec<EnvVar>, usize) {
     let mut generated: Vec<EnvVar> = Vec::with_capacity(16);
-    generated.push(plain(
-        "PYTHONPATH",
-        format!("{pythonpath_prefix}:{}", settings.mount_path),
-    ));
+    generated.push(plain("PYTHONPATH", pythonpath));
     for name in [
         "OTEL_TRACES_EXPORTER",
         "OTEL_METRICS_EXPORTER",
