@@ -290,15 +290,9 @@ fn install_with(how: How) -> Install {
             ("APISERVER_EXTRA_ARGS", "--enable-aggregator-routing=true"),
         ],
     );
-    let node = Node::up_with(
+    let node = Node::up_bridge_with_images(
         &plane,
-        &[
-            ("NODE_POD_NETWORK", "bridge"),
-            (
-                "NODE_IMAGES",
-                "pause autoinstrumentation-python cxtm-logstream",
-            ),
-        ],
+        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let install = Install {

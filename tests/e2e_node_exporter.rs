@@ -55,15 +55,9 @@ fn pod_get(ip: &str, port: u16, path: &str) -> Option<(u16, String)> {
 fn exporter_tls_and_node_ip_endpoint_reach_a_mutual_tls_collector() {
     let plane = ControlPlane::up("node-exporter");
     plane.install_instrumentation_crd();
-    let node = Node::up_with(
+    let node = Node::up_bridge_with_images(
         &plane,
-        &[
-            ("NODE_POD_NETWORK", "bridge"),
-            (
-                "NODE_IMAGES",
-                "pause autoinstrumentation-python cxtm-logstream",
-            ),
-        ],
+        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = MutualTls::generate(dir.path(), &[NODE_IP]);

@@ -32,6 +32,19 @@ impl Node {
         Self::up_with(plane, &[("NODE_IMAGES", &images.join(" "))])
     }
 
+    /// [`Node::up_with_images`] on the bridge pod network
+    /// (`NODE_POD_NETWORK=bridge`): pods get addresses of their own on
+    /// 10.244.0.0/24, and the node's address is 10.244.0.1.
+    pub fn up_bridge_with_images(plane: &ControlPlane, images: &[&str]) -> Node {
+        Self::up_with(
+            plane,
+            &[
+                ("NODE_POD_NETWORK", "bridge"),
+                ("NODE_IMAGES", &images.join(" ")),
+            ],
+        )
+    }
+
     /// [`Node::up`] with more environment for tests/node/up (e.g.
     /// `NODE_POD_NETWORK=bridge`, `NODE_IMAGES`).
     pub fn up_with(plane: &ControlPlane, env: &[(&str, &str)]) -> Node {
