@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod instrumentation;
+pub mod lease;
 pub mod view;
 
 pub use events::EventSink;
