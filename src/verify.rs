@@ -71,13 +71,24 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .find(|v| v.name == config.volume_name);
+    // The two sources admission gives the volume: an emptyDir, or the
+    // ephemeral claim an Instrumentation's volumeClaimTemplate makes.
+    let source = volume.and_then(|v| {
+        if v.empty_dir.is_some() {
+            Some("emptyDir")
+        } else if v.ephemeral.is_some() {
+            Some("ephemeral (volumeClaimTemplate)")
+        } else {
+            None
+        }
+    });
     checks.push(check(
         format!("volume {} defined", config.volume_name),
-        volume.is_some_and(|v| v.empty_dir.is_some()),
-        if volume.is_some() {
-            "emptyDir"
-        } else {
-            "missing"
+        source.is_some(),
+        match (volume, source) {
+            (_, Some(source)) => source,
+            (Some(_), None) => "neither an emptyDir nor an ephemeral claim",
+            (None, _) => "missing",
         },
         RECREATE,
     ));
@@ -173,16 +184,18 @@ fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
         RECREATE,
     ));
 
+    // With no endpoint configured admission sets none (the SDK's default
+    // applies), so its absence is no fault.
+    let endpoint_expected = config.exporter.endpoint.is_some();
     let required = [
         "PYTHONPATH",
         "OTEL_SERVICE_NAME",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_TRACES_EXPORTER",
-    ];
+    ]
+    .into_iter()
+    .chain(endpoint_expected.then_some("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let missing: Vec<&str> = required
-        .iter()
-        .copied()
         .filter(|n| container.env.iter().flatten().all(|v| v.name != *n))
         .collect();
     checks.push(check(
