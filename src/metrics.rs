@@ -45,6 +45,7 @@ pub struct Metrics {
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ResultLabels, Counter>,
     pub instrumentations: Gauge,
+    pub instrumentations_invalid: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +100,12 @@ impl Metrics {
             "Instrumentation resources known from the watch",
             instrumentations.clone(),
         );
+        let instrumentations_invalid = Gauge::default();
+        registry.register(
+            "instrumentations_invalid",
+            "Instrumentation resources whose spec fails validation (pods naming them start uninstrumented)",
+            instrumentations_invalid.clone(),
+        );
         Metrics {
             registry,
             admissions,
@@ -108,6 +115,7 @@ impl Metrics {
             cert_expiry,
             cert_reloads,
             instrumentations,
+            instrumentations_invalid,
         }
     }
 

@@ -206,6 +206,9 @@ async fn connect_cluster(
             metrics
                 .instrumentations
                 .set(synced.instrumentation_count() as i64);
+            metrics
+                .instrumentations_invalid
+                .set(synced.invalid_instrumentation_count() as i64);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });

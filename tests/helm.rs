@@ -259,6 +259,53 @@ fn all_namespaces_mode_renders_the_component() {
     assert_same_objects(&chart, &manifests);
 }
 
+/// The chart's `monitoring.*` values render what an overlay of manifests/
+/// with the manifests/monitoring component gives: ServiceMonitor,
+/// PrometheusRule and the dashboard's ConfigMap.
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn monitoring_values_render_the_component() {
+    let chart = objects(&helm_template(&[
+        "--set",
+        "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
+    ]));
+    let overlay = tempfile::Builder::new()
+        .prefix(".overlay-monitoring-")
+        .tempdir_in(repo())
+        .expect("overlay dir");
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/monitoring\n",
+    )
+    .expect("overlay");
+    let manifests = kustomize(overlay.path().to_str().expect("utf-8 path"));
+    for key in [
+        "ServiceMonitor otel-injector/otel-injector",
+        "PrometheusRule otel-injector/otel-injector",
+        "ConfigMap otel-injector/otel-injector-dashboard",
+    ] {
+        assert!(manifests.contains_key(key), "{key}: {:?}", manifests.keys());
+    }
+    let dashboard = &manifests["ConfigMap otel-injector/otel-injector-dashboard"];
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["otel-injector.json"]
+        .as_str()
+        .expect("dashboard");
+    let parsed: Value = serde_json::from_str(json).expect("dashboard JSON");
+    assert_eq!(parsed["uid"], "otel-injector");
+    assert_same_objects(&chart, &manifests);
+
+    // Off by default: none of them without the values.
+    let plain = objects(&helm_template(&[]));
+    assert!(
+        !plain
+            .keys()
+            .any(|k| k.starts_with("ServiceMonitor") || k.starts_with("PrometheusRule")),
+        "{:?}",
+        plain.keys()
+    );
+}
+
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn values_reach_the_objects() {
@@ -311,6 +358,10 @@ fn helm_lint_passes() {
         &[][..],
         &["--set", "certs.mode=certManager"][..],
         &["--set", "webhook.allNamespaces=true"][..],
+        &[
+            "--set",
+            "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
+        ][..],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend_from_slice(values);
