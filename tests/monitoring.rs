@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use otel_injector::admission::Outcome;
 use otel_injector::metrics::Metrics;
+use otel_injector::review::Decision;
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
@@ -86,7 +88,27 @@ fn run_promtool(args: &[&str]) -> (bool, String) {
 /// Every series name our /metrics can carry, from the exposition's `# TYPE`
 /// lines (counters get `_total`, histograms `_bucket`, `_sum`, `_count`).
 fn exported() -> BTreeSet<String> {
-    let text = Metrics::new().encode();
+    let metrics = Metrics::new();
+    // A label family shows in the exposition once it has a child: give every
+    // family one, through the calls the server makes.
+    let decision = Decision {
+        uid: "uid".into(),
+        namespace: "cxtm".into(),
+        pod: "app".into(),
+        outcome: Outcome::Injected,
+        reason: String::new(),
+        containers: vec!["app".into()],
+        patch_ops: 1,
+        patch_bytes: 100,
+        warnings: Vec::new(),
+        dry_run: false,
+        owner: None,
+    };
+    metrics.observe(&decision, std::time::Duration::from_micros(200));
+    metrics.bad_request("not-a-review");
+    metrics.cert_reload(true);
+    metrics.certificate_write("secret", true);
+    let text = metrics.encode();
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -110,10 +132,14 @@ fn exported() -> BTreeSet<String> {
             }
         }
     }
-    assert!(
-        names.contains("otel_injector_admission_requests_total"),
-        "{names:?}"
-    );
+    for name in [
+        "otel_injector_admission_requests_total",
+        "otel_injector_bad_requests_total",
+        "otel_injector_certificate_reloads_total",
+        "otel_injector_certificate_writes_total",
+    ] {
+        assert!(names.contains(name), "{name} not in {names:?}");
+    }
     names
 }
 
