@@ -128,19 +128,18 @@ fn pem_certificates(bundle: &str) -> Vec<String> {
     out
 }
 
-/// The caBundle to set: `ca` first, then the first CA of the current bundle
-/// if it is another one (the overlap: the certificate still mounted in the
+/// The caBundle to set: `ca` first, then the first other CA of the current
+/// bundle (the overlap: the certificate still mounted in the
 /// replicas was signed by it). Older CAs are dropped, so the bundle never
 /// holds more than two.
 pub fn ca_bundle(ca: &str, current: Option<&str>) -> String {
     let mut certs = pem_certificates(ca);
-    if let Some(previous) = current
+    let previous = current
         .map(pem_certificates)
-        .and_then(|c| c.into_iter().next())
-        && !certs.contains(&previous)
-    {
-        certs.push(previous);
-    }
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| !certs.contains(c));
+    certs.extend(previous);
     let mut text = certs.join("\n");
     text.push('\n');
     text
@@ -474,10 +473,14 @@ mod tests {
             !trusts(&third, &a),
             "the CA before the previous one is dropped"
         );
-        // Re-setting the same CA does not duplicate it.
+        // Re-setting a CA already there neither duplicates it nor drops the overlap.
         assert_eq!(
             pem_certificates(&ca_bundle(&c, Some(&third))),
             pem_certificates(&third)
+        );
+        assert_eq!(
+            pem_certificates(&ca_bundle(&b, Some(&third))),
+            [pem_certificates(&b), pem_certificates(&c)].concat()
         );
     }
 
