@@ -179,6 +179,9 @@ pub struct SelfCertArgs {
     /// Renew the certificate this many days before it expires.
     #[arg(long, default_value_t = 90)]
     pub renew_before_days: u64,
+    /// How often the leader checks the Secret and the caBundle, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub self_managed_check_seconds: u64,
 }
 
 #[derive(Debug, Args)]

@@ -136,7 +136,7 @@ async fn start_self_managed_certificate(
         webhook: s.webhook_configuration.clone(),
         service: s.service_name.clone(),
         renew_before: Duration::from_secs(s.renew_before_days.saturating_mul(86_400)),
-        check_every: Duration::from_secs(60),
+        check_every: Duration::from_secs(s.self_managed_check_seconds.max(1)),
     };
     tokio::spawn(SelfCert::new(client, settings, metrics).run(leader));
     let (Some(cert), Some(key)) = (&args.tls.tls_cert, &args.tls.tls_key) else {
