@@ -90,6 +90,16 @@ fn kubelet_stand_in(kubectl: &str, kubeconfig: &str, dir: &std::path::Path, stop
     }
 }
 
+/// Kills the binary when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn named(mut pod: Value, name: &str) -> Value {
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]
@@ -129,34 +139,36 @@ fn the_leader_mints_the_certificate_and_the_first_pod_is_instrumented() {
         std::thread::spawn(move || kubelet_stand_in(&kubectl, &kubeconfig, &dir, &stop))
     };
     let log = std::fs::File::create(plane.state_dir.join("selfcert.log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_otel-injector"))
-        .args(["serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--admin-listen")
-        .arg(format!("127.0.0.1:{admin_port}"))
-        .arg("--tls-cert")
-        .arg(dir.path().join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.path().join("tls.key"))
-        .args([
-            "--self-managed-tls",
-            "--kubernetes",
-            "on",
-            "--shutdown-delay-seconds",
-            "0",
-            "--self-managed-check-seconds",
-            "2",
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", plane.var("KUBECONFIG"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("POD_NAME", "otel-injector-selfcert-0")
-        .env("POD_NAMESPACE", NS)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start otel-injector");
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--tls-cert")
+            .arg(dir.path().join("tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.path().join("tls.key"))
+            .args([
+                "--self-managed-tls",
+                "--kubernetes",
+                "on",
+                "--shutdown-delay-seconds",
+                "0",
+                "--self-managed-check-seconds",
+                "2",
+                "--log-format",
+                "json",
+            ])
+            .env("KUBECONFIG", plane.var("KUBECONFIG"))
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("POD_NAME", "otel-injector-selfcert-0")
+            .env("POD_NAMESPACE", NS)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start otel-injector"),
+    );
     let log_text =
         || std::fs::read_to_string(plane.state_dir.join("selfcert.log")).unwrap_or_default();
 
@@ -244,6 +256,4 @@ fn the_leader_mints_the_certificate_and_the_first_pod_is_instrumented() {
 
     stop.store(true, Ordering::Relaxed);
     let _ = kubelet.join();
-    let _ = child.kill();
-    let _ = child.wait();
 }
