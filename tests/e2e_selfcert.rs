@@ -5,8 +5,8 @@
 //! kubelet copies the Secret to the files the binary was told to serve, as
 //! the Secret volume does in a cluster. The first pod created after that is
 //! instrumented, with no manual step. Deleting the Secret makes the leader
-//! mint a new one, with the previous CA kept in the caBundle; every write has
-//! its Event and is counted.
+//! mint a new one, with the previous CA kept in the caBundle, and so does a
+//! certificate a day from expiry; every write has its Event and is counted.
 //!
 //! The real-node proof of the in-cluster install (helm / kubectl apply -k,
 //! the kubelet's own Secret volume) is still to be written (issue 26).
@@ -253,6 +253,37 @@ fn the_leader_mints_the_certificate_and_the_first_pod_is_instrumented() {
         "{reasons:?}"
     );
     assert!(reasons.contains(&"CABundleUpdated"), "{reasons:?}");
+
+    // A certificate a day from expiry (within --renew-before-days): renewed,
+    // with the CA the caBundle led with kept beside the new one.
+    let names = otel_injector::certs::service_names("otel-injector", NS);
+    let near = otel_injector::certs::generate_at(
+        &names,
+        std::time::SystemTime::now()
+            - (otel_injector::certs::CERT_VALIDITY - Duration::from_secs(86_400)),
+    )
+    .expect("certificate");
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    plane.apply(&json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": SECRET, "namespace": NS},
+        "data": {"tls.crt": b64(&near.cert_pem), "tls.key": b64(&near.key_pem), "ca.crt": b64(&near.ca_cert_pem)},
+    }));
+    let third_ca = eventually("the renewal", Duration::from_secs(120), || {
+        let ca = secret_field(&get_json(&plane, &["secret", "-n", NS, SECRET])?, "ca.crt")?;
+        (ca != near.ca_cert_pem && ca != second_ca).then_some(ca)
+    });
+    let bundle = ca_bundle(&plane).expect("caBundle");
+    assert_eq!(certificates(&bundle), 2, "{bundle}");
+    assert!(bundle.starts_with(third_ca.trim()), "the new CA first");
+    assert!(bundle.contains(second_ca.trim()), "the previous CA kept");
+    let metrics = http_get(admin_port, "/metrics").expect("metrics").1;
+    assert!(
+        metrics.contains(
+            "otel_injector_certificate_writes_total{object=\"secret\",result=\"success\"} 3"
+        ),
+        "{metrics}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let _ = kubelet.join();
