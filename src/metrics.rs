@@ -32,6 +32,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub object: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -44,7 +50,9 @@ pub struct Metrics {
     patch_bytes: Histogram,
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ResultLabels, Counter>,
+    cert_writes: Family<WriteLabels, Counter>,
     pub instrumentations: Gauge,
+    pub instrumentations_invalid: Gauge,
 }
 
 impl Default for Metrics {
@@ -93,11 +101,23 @@ impl Metrics {
             "Serving certificate reloads, by result (success, failure)",
             cert_reloads.clone(),
         );
+        let cert_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "certificate_writes",
+            "Writes of the self-managed certificate by the leader, by object (secret, webhook) and result (success, failure)",
+            cert_writes.clone(),
+        );
         let instrumentations = Gauge::default();
         registry.register(
             "instrumentations",
             "Instrumentation resources known from the watch",
             instrumentations.clone(),
+        );
+        let instrumentations_invalid = Gauge::default();
+        registry.register(
+            "instrumentations_invalid",
+            "Instrumentation resources whose spec fails validation (pods naming them start uninstrumented)",
+            instrumentations_invalid.clone(),
         );
         Metrics {
             registry,
@@ -107,7 +127,9 @@ impl Metrics {
             patch_bytes,
             cert_expiry,
             cert_reloads,
+            cert_writes,
             instrumentations,
+            instrumentations_invalid,
         }
     }
 
@@ -135,6 +157,17 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.cert_reloads
             .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A write of the self-managed certificate (`object`: secret or webhook).
+    pub fn certificate_write(&self, object: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.cert_writes
+            .get_or_create(&WriteLabels {
+                object: object.to_owned(),
                 result: result.to_owned(),
             })
             .inc();
