@@ -218,6 +218,13 @@ impl Checker {
                 Err("at least 1 access mode is required".to_owned()),
             );
         }
+        if modes.len() > 1 && modes.iter().any(|m| m == "ReadWriteOncePod") {
+            self.record(
+                || format!("{setting}.spec.accessModes"),
+                "ReadWriteOncePod",
+                Err("may not use ReadWriteOncePod with other access modes".to_owned()),
+            );
+        }
         for (i, mode) in modes.iter().enumerate() {
             let known = matches!(
                 mode.as_str(),
@@ -1354,5 +1361,29 @@ mod refused_by_the_api_server {
         assert!(!claim("-0.5").is_empty());
         assert_eq!(claim("1Gi"), vec![]);
         assert_eq!(claim("1e-12"), vec![]);
+    }
+
+    #[test]
+    fn read_write_once_pod_stands_alone() {
+        let mut c = Checker::default();
+        c.volume_claim_template(
+            "t",
+            &PersistentVolumeClaimTemplate {
+                metadata: None,
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOncePod".to_owned(), "ReadOnlyMany".to_owned()]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: quantities(&[("storage", "1Gi")]),
+                        limits: None,
+                    }),
+                    ..Default::default()
+                },
+            },
+        );
+        let problems = c.into_result().err().unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.setting == "t.spec.accessModes"),
+            "{problems:?}"
+        );
     }
 }
