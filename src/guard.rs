@@ -1371,7 +1371,10 @@ mod refused_by_the_api_server {
             &PersistentVolumeClaimTemplate {
                 metadata: None,
                 spec: PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOncePod".to_owned(), "ReadOnlyMany".to_owned()]),
+                    access_modes: Some(vec![
+                        "ReadWriteOncePod".to_owned(),
+                        "ReadOnlyMany".to_owned(),
+                    ]),
                     resources: Some(VolumeResourceRequirements {
                         requests: quantities(&[("storage", "1Gi")]),
                         limits: None,
