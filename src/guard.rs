@@ -218,7 +218,13 @@ impl Checker {
                 Err("at least 1 access mode is required".to_owned()),
             );
         }
-        if modes.len() > 1 && modes.iter().any(|m| m == "ReadWriteOncePod") {
+        let other_known = |m: &String| {
+            matches!(
+                m.as_str(),
+                "ReadWriteOnce" | "ReadOnlyMany" | "ReadWriteMany"
+            )
+        };
+        if modes.iter().any(|m| m == "ReadWriteOncePod") && modes.iter().any(other_known) {
             self.record(
                 || format!("{setting}.spec.accessModes"),
                 "ReadWriteOncePod",
