@@ -31,6 +31,18 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a live pod (or a deployment's pods) with your kubeconfig.
     Verify(VerifyArgs),
+    /// Coverage of the live cluster per workload: instrumented, missed,
+    /// opted_out, refused, rolled_back (docs/fleet.md).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this namespace (default: all namespaces).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -148,6 +160,13 @@ pub struct KubeArgs {
     /// At most one Event per owner and reason in this many seconds.
     #[arg(long, default_value_t = 300)]
     pub event_interval_seconds: u64,
+    /// Namespace of the fleet reconciler's Lease (default: the pod's own,
+    /// from its service account, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the fleet reconciler's Lease: one replica at a time reconciles.
+    #[arg(long, default_value = "otel-injector-fleet")]
+    pub lease_name: String,
 }
 
 #[derive(Debug, Args)]
