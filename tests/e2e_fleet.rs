@@ -250,9 +250,24 @@ fn no_pod_left_behind() {
 
     // Crashes only when instrumented: rolled back, serves uninstrumented.
     plane.apply(&app("fragile", "instrumented"));
+    let applied = Instant::now();
+    let mut first_crash: Option<Instant> = None;
     let reason = eventually("fragile rolled back", WAIT, || {
+        if first_crash.is_none()
+            && pods(&plane, "fragile")
+                .iter()
+                .any(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() > Some(0))
+        {
+            first_crash = Some(Instant::now());
+        }
         annotation(&deployment(&plane, "fragile"), ROLLED_BACK)
     });
+    // A figure for BENCHMARKS.md, not an assertion.
+    eprintln!(
+        "figure: fragile applied -> rolled back {:.1}s; first restart seen -> rolled back {:.1}s",
+        applied.elapsed().as_secs_f64(),
+        first_crash.map_or(f64::NAN, |t| t.elapsed().as_secs_f64())
+    );
     assert!(reason.contains("exit code 3"), "{reason}");
     let served = eventually("fragile serves uninstrumented", WAIT, || {
         let pods = pods(&plane, "fragile");
@@ -342,4 +357,73 @@ fn no_pod_left_behind() {
     );
     done("an app that crashes without us too is not left rolled back");
     drop(webhook);
+}
+
+/// CPU seconds (user + system) and RSS in KiB of a process, from /proc.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 =
+        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (ticks / 100.0, rss)
+}
+
+/// Benchmark, not a test (BENCHMARKS.md, "Fleet reconciler"): the webhook's
+/// CPU and RSS while its reconciler watches 1,000 pods on the real API
+/// server. No node: the pods are bound to a node that does not exist and
+/// stay Pending. Prints the figures; asserts only that the gauge saw them.
+///
+/// `cargo test --test e2e_fleet -- --ignored --nocapture bench_reconciler`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_reconciler_watching_1000_pods() {
+    const PODS: usize = 1000;
+    let plane = ControlPlane::up("fleet-bench");
+    plane.namespace("cxtm", &[]);
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    write_config(config.path(), false);
+    let config_path = config.path().to_str().expect("path").to_owned();
+    let webhook = Webhook::start(&plane, &["--config", &config_path]);
+    let pid = webhook.pid().expect("webhook pid");
+    plane.register_webhook(&webhook.url());
+    let (idle_cpu, idle_rss) = cpu_and_rss(pid);
+    let pod = |i: usize| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("watched-{i}"), "namespace": "cxtm", "labels": {"app": "watched"}},
+            "spec": {"nodeName": "no-such-node", "containers": [{
+                "name": "app", "image": IMAGE, "command": ["python", "run.py"]}]}
+        })
+    };
+    for chunk in (0..PODS).collect::<Vec<_>>().chunks(100) {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List",
+            "items": chunk.iter().map(|i| pod(*i)).collect::<Vec<_>>()});
+        plane.kubectl(&["create", "-f", "-"], Some(&list.to_string()));
+    }
+    eventually("the gauge counts every pod", WAIT, || {
+        (gauge(&webhook, "instrumented") == Some(PODS as i64)).then_some(())
+    });
+    let (loaded_cpu, loaded_rss) = cpu_and_rss(pid);
+    let window = Duration::from_secs(60);
+    std::thread::sleep(window);
+    let (after_cpu, after_rss) = cpu_and_rss(pid);
+    eprintln!(
+        "fleet reconciler, {PODS} pods watched, resync 1 s: RSS idle {} MiB -> {} MiB with the pods ({} MiB after {}s); \
+         CPU to create and survey them {:.2} s; steady CPU {:.1} ms/s ({:.2} % of a core)",
+        idle_rss / 1024,
+        loaded_rss / 1024,
+        after_rss / 1024,
+        window.as_secs(),
+        loaded_cpu - idle_cpu,
+        (after_cpu - loaded_cpu) * 1000.0 / window.as_secs_f64(),
+        (after_cpu - loaded_cpu) * 100.0 / window.as_secs_f64(),
+    );
 }
