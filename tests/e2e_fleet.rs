@@ -427,3 +427,78 @@ fn bench_reconciler_watching_1000_pods() {
         (after_cpu - loaded_cpu) * 100.0 / window.as_secs_f64(),
     );
 }
+
+/// Benchmark, not a test (BENCHMARKS.md, "Fleet reconciler"): 20
+/// Deployments created before the webhook; the time from the webhook's
+/// start (catch-up on) until every one runs an instrumented, Ready pod, with
+/// `maxConcurrent` 1 and 4. Prints the figures.
+///
+/// `cargo test --test e2e_fleet -- --ignored --nocapture bench_catch_up`
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_catch_up_20_deployments() {
+    const APPS: usize = 20;
+    let plane = ControlPlane::up("fleet-catch-up");
+    let _node = Node::up_with_images(
+        &plane,
+        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
+    );
+    plane.namespace("cxtm", &[]);
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    let config_path = config.path().to_str().expect("path").to_owned();
+    for max in [1, 4] {
+        let names: Vec<String> = (0..APPS).map(|i| format!("c{max}-{i}")).collect();
+        for name in &names {
+            plane.apply(&app(name, "never"));
+        }
+        for name in &names {
+            rollout(&plane, "cxtm", name);
+        }
+        let text = format!(
+            "exporter:\n  endpoint: http://127.0.0.1:9\n  protocol: http/protobuf\n\
+             fleet:\n  resyncSeconds: 1\n  catchUp:\n    enabled: true\n    maxConcurrent: {max}\n"
+        );
+        std::fs::write(config.path(), text).expect("config");
+        let started = Instant::now();
+        let webhook = Webhook::start(&plane, &["--config", &config_path]);
+        plane.register_webhook(&webhook.url());
+        eventually(
+            "every Deployment caught up",
+            Duration::from_secs(1800),
+            || {
+                names
+                    .iter()
+                    .all(|n| {
+                        let pods = pods(&plane, n);
+                        pods.len() == 1
+                            && init_container_count(&pods[0], INIT) == 1
+                            && ready(&pods[0])
+                    })
+                    .then_some(())
+            },
+        );
+        eprintln!(
+            "figure: catch-up of {APPS} Deployments, maxConcurrent {max}: {:.1}s from the webhook's start to all instrumented and Ready",
+            started.elapsed().as_secs_f64()
+        );
+        drop(webhook);
+        plane.kubectl(
+            &[
+                "delete",
+                "deployments",
+                "--all",
+                "-n",
+                "cxtm",
+                "--wait=true",
+            ],
+            None,
+        );
+        // The next round starts from a webhook that is not registered, and
+        // not from the killed one's Lease (15 s to expire).
+        plane.kubectl(&["delete", "mutatingwebhookconfigurations", "--all"], None);
+        plane.kubectl(
+            &["delete", "lease", "-n", "default", "otel-injector-fleet"],
+            None,
+        );
+    }
+}
