@@ -35,6 +35,8 @@ use crate::policy::ClusterView;
 
 /// The field manager of our patches (`kubectl get -o yaml --show-managed-fields`).
 const MANAGER: &str = "otel-injector-fleet";
+/// How long catch-up leaves a namespace alone after its reachability check failed.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_secs(30);
 /// Annotation values we write stay short enough to read in `kubectl describe`.
 const MAX_REASON_BYTES: usize = 512;
 
@@ -54,6 +56,9 @@ pub struct Reconciler {
     last_restart: HashMap<WorkloadKey, Instant>,
     /// Rollbacks in the last hour, for `fleet.rollback.maxPerHour`.
     recent_rollbacks: VecDeque<Instant>,
+    /// Namespaces where the last reachability check failed, until when
+    /// catch-up leaves them alone (it would only make new missed pods).
+    unreachable: HashMap<String, Instant>,
     /// Gauge series set at the last survey, so vanished ones go to zero.
     published: HashSet<(String, PodState)>,
 }
@@ -80,6 +85,7 @@ impl Reconciler {
             in_flight: HashMap::new(),
             last_restart: HashMap::new(),
             recent_rollbacks: VecDeque::new(),
+            unreachable: HashMap::new(),
             published: HashSet::new(),
         }
     }
@@ -303,6 +309,7 @@ impl Reconciler {
         self.retire_finished_rollouts().await;
         let timeout = Duration::from_secs(self.fleet.catch_up.rollout_timeout_seconds);
         self.last_restart.retain(|_, t| t.elapsed() < timeout);
+        self.unreachable.retain(|_, until| Instant::now() < *until);
         let slots = self.fleet.catch_up.max_concurrent as usize;
         for (key, summary) in &survey.workloads {
             if self.in_flight.len() >= slots {
@@ -313,6 +320,7 @@ impl Reconciler {
                 || !restartable(&key.kind)
                 || self.in_flight.contains_key(key)
                 || self.last_restart.contains_key(key)
+                || self.unreachable.contains_key(&key.namespace)
             {
                 continue;
             }
@@ -325,9 +333,11 @@ impl Reconciler {
             }
             if let Err(why) = self.webhook_reachable(key, &object).await {
                 self.metrics.catch_up(&key.namespace, "webhook_unreachable");
-                tracing::warn!(workload = %key, missed, %why, "not catching up: a restart now would only make new missed pods; trying again later");
-                // Every workload would meet the same registration: stop this pass.
-                return;
+                tracing::warn!(workload = %key, missed, %why, retry_in = ?UNREACHABLE_BACKOFF, "not catching up: a restart now would only make new missed pods");
+                // The namespace's workloads meet the same registration.
+                self.unreachable
+                    .insert(key.namespace.clone(), Instant::now() + UNREACHABLE_BACKOFF);
+                continue;
             }
             self.restart(key, &api, &object, missed).await;
         }
