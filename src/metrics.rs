@@ -82,7 +82,7 @@ impl Metrics {
         let admissions = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "admission_requests",
-            "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, error)",
+            "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, rolled-back, error)",
             admissions.clone(),
         );
         let bad_requests = Family::<ReasonLabels, Counter>::default();
