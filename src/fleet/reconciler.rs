@@ -668,3 +668,175 @@ mod tests {
         assert!(cut.len() <= MAX_REASON_BYTES && cut.len() >= MAX_REASON_BYTES - 1);
     }
 }
+
+#[cfg(test)]
+mod fake_cluster_tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use axum::http::{Request, Response, StatusCode};
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::policy::StaticView;
+
+    /// What the fake API server was asked: method, path and query, body.
+    type Calls = Arc<Mutex<Vec<(String, String, Value)>>>;
+
+    /// A fake API server holding one Deployment `web` in `cxtm` (with
+    /// `annotations`); it records every request, answers PATCHes with the
+    /// Deployment, Event creates with 201, and the crashed container's log.
+    fn fake_api(annotations: Value, calls: Calls) -> Client {
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let calls = calls.clone();
+            let annotations = annotations.clone();
+            async move {
+                let method = request.method().to_string();
+                let uri = request.uri().to_string();
+                let bytes = request
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                calls
+                    .lock()
+                    .expect("calls")
+                    .push((method.clone(), uri.clone(), body));
+                let deployment = json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "web", "namespace": "cxtm", "uid": "d-uid",
+                        "annotations": annotations},
+                    "spec": {"template": {"metadata": {}, "spec": {"containers": []}}}
+                });
+                let (status, text) = if uri.contains("/log") {
+                    (
+                        200,
+                        "starting\nImportError: opentelemetry conflicts with app\n".to_owned(),
+                    )
+                } else if uri.contains("/events") {
+                    (201, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"}}).to_string())
+                } else {
+                    (200, deployment.to_string())
+                };
+                let mut response = Response::new(kube::client::Body::from(text.into_bytes()));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        Client::new(service, "cxtm")
+    }
+
+    /// An instrumented pod of Deployment `web` whose app container crash-loops.
+    fn crash_looping_pod() -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web-5d8f-x", "namespace": "cxtm",
+                "labels": {"pod-template-hash": "5d8f"},
+                "annotations": {STATUS_ANNOTATION: "injected"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-5d8f", "uid": "rs", "controller": true}]},
+            "spec": {"containers": [{"name": "app", "image": "python:3.12"}],
+                "initContainers": [{"name": crate::inject::OPERATOR_INIT_CONTAINER, "image": "x"}]},
+            "status": {"containerStatuses": [{"name": "app", "image": "x", "imageID": "",
+                "ready": false, "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1}}}]}
+        }))
+        .expect("pod")
+    }
+
+    fn reconciler(client: Client) -> (Reconciler, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let base = Arc::new(Base::new(Config::default()));
+        let r = Reconciler::new(client, base, Arc::new(StaticView), metrics.clone());
+        (r, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_crash_looping_instrumented_workload_is_rolled_back_once_with_an_event_and_a_metric()
+    {
+        let calls: Calls = Arc::default();
+        let (mut r, metrics) = reconciler(fake_api(json!({}), calls.clone()));
+        let pod = crash_looping_pod();
+        r.reconcile([&pod]).await;
+        let calls = calls.lock().expect("calls").clone();
+        let patches: Vec<&Value> = calls
+            .iter()
+            .filter(|(m, u, _)| m == "PATCH" && u.contains("/deployments/web"))
+            .map(|(_, _, b)| b)
+            .collect();
+        assert_eq!(patches.len(), 1, "{calls:?}");
+        let on_workload = patches[0]["metadata"]["annotations"][ROLLED_BACK_ANNOTATION]
+            .as_str()
+            .expect("annotation on the workload");
+        assert_eq!(
+            patches[0]["spec"]["template"]["metadata"]["annotations"][ROLLED_BACK_ANNOTATION],
+            on_workload,
+            "and on its template, which restarts it"
+        );
+        assert!(
+            on_workload.contains("container app: exit code 1"),
+            "{on_workload}"
+        );
+        assert!(
+            on_workload.contains("ImportError"),
+            "the last log line: {on_workload}"
+        );
+        let event = calls
+            .iter()
+            .find(|(m, u, _)| m == "POST" && u.contains("/events"))
+            .map(|(_, _, b)| b)
+            .expect("an Event");
+        assert_eq!(event["reason"], "InstrumentationRolledBack");
+        assert_eq!(event["regarding"]["name"], "web");
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"otel_injector_rollbacks_total{namespace="cxtm",reason="crash_loop"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"otel_injector_pods{namespace="cxtm",state="instrumented"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_workload_already_rolled_back_or_known_to_crash_uninstrumented_is_left_alone() {
+        for annotations in [
+            json!({ROLLED_BACK_ANNOTATION: "earlier"}),
+            json!({CRASHES_UNINSTRUMENTED_ANNOTATION: "earlier"}),
+        ] {
+            let calls: Calls = Arc::default();
+            let (mut r, metrics) = reconciler(fake_api(annotations.clone(), calls.clone()));
+            r.reconcile([&crash_looping_pod()]).await;
+            let calls = calls.lock().expect("calls").clone();
+            assert!(
+                !calls.iter().any(|(m, _, _)| m == "PATCH" || m == "POST"),
+                "{annotations}: {calls:?}"
+            );
+            assert!(!metrics.encode().contains("otel_injector_rollbacks_total{"));
+        }
+    }
+
+    #[tokio::test]
+    async fn catch_up_is_off_by_default_and_patches_nothing_for_a_missed_pod() {
+        let calls: Calls = Arc::default();
+        let (mut r, metrics) = reconciler(fake_api(json!({}), calls.clone()));
+        let mut pod = crash_looping_pod();
+        pod.metadata.annotations = None;
+        pod.spec.as_mut().expect("spec").init_containers = None;
+        pod.status = None;
+        r.reconcile([&pod]).await;
+        let calls = calls.lock().expect("calls").clone();
+        assert!(calls.is_empty(), "{calls:?}");
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"otel_injector_pods{namespace="cxtm",state="missed"} 1"#)
+        );
+    }
+}
