@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use crate::config::Config;
 use crate::guard;
-use crate::inject::{self, Injection, JsonPatch, Settings};
+use crate::inject::{self, Injection, JsonPatch, ROLLED_BACK_ANNOTATION, Settings};
 use crate::policy::{self, ClusterView, Scope};
 
 /// The webhook's own configuration, resolved once: the config, the settings
@@ -72,18 +72,22 @@ pub enum Outcome {
     OutOfScope,
     /// Not a pod CREATE: nothing to decide.
     NotApplicable,
+    /// In scope, but its workload was rolled back (its instrumented pods
+    /// crash-looped): admitted untouched until the annotation is removed.
+    RolledBack,
     /// The pod asked for injection but could not have it (a missing or
     /// invalid Instrumentation, an undecodable review, ...).
     Error,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Injected,
         Outcome::AlreadyInjected,
         Outcome::Skipped,
         Outcome::OutOfScope,
         Outcome::NotApplicable,
+        Outcome::RolledBack,
         Outcome::Error,
     ];
 
@@ -95,6 +99,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::OutOfScope => "out-of-scope",
             Outcome::NotApplicable => "not-applicable",
+            Outcome::RolledBack => "rolled-back",
             Outcome::Error => "error",
         }
     }
@@ -102,7 +107,10 @@ impl Outcome {
     /// A pod that wanted instrumentation and did not get it: someone should
     /// look (a warning-level log line and an Event on its owner).
     pub fn needs_attention(self) -> bool {
-        matches!(self, Outcome::Skipped | Outcome::Error)
+        matches!(
+            self,
+            Outcome::Skipped | Outcome::Error | Outcome::RolledBack
+        )
     }
 
     /// Reviews nobody needs to read about one by one (debug level).
@@ -171,6 +179,15 @@ impl Admission {
     }
 }
 
+/// Why the pod's workload was rolled back, when its template says it was.
+pub fn rolled_back(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ROLLED_BACK_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// The warning for a pod admitted without the instrumentation it asked for.
 pub fn not_instrumented(why: &str) -> String {
     format!("otel-injector: pod not instrumented: {why}")
@@ -207,6 +224,23 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         }
         Scope::Unresolvable { why } => return Admission::unresolvable(why),
     };
+    if let Some(rollback) = rolled_back(pod) {
+        let reason = format!(
+            "its workload was rolled back ({rollback}); remove the annotation {ROLLED_BACK_ANNOTATION} from the workload to instrument it again"
+        );
+        return Admission {
+            warnings: vec![not_instrumented(&reason)],
+            scope: Scope::Inject {
+                settings,
+                container_names,
+                platform,
+                why,
+            },
+            outcome: Outcome::RolledBack,
+            reason,
+            injection: None,
+        };
+    }
     // Instrumentation values are checked where they are read; the base
     // settings once, here, as every settings object is built on them.
     if let Some(unusable) = &ctx.base.unusable {
@@ -381,6 +415,36 @@ mod tests {
             serde_json::json!({"instrumentation.opentelemetry.io/inject-python": "false"});
         let admitted = admit(&pod(opted_out), "cxtm", "app", context);
         assert_eq!(admitted.outcome, Outcome::OutOfScope);
+    }
+
+    #[test]
+    fn a_rolled_back_pod_is_admitted_untouched_with_a_warning_unless_opted_out() {
+        let base = Base::new(Config::default());
+        let context = Context {
+            base: &base,
+            cluster: &policy::StaticView,
+        };
+        let rolled = serde_json::json!({ROLLED_BACK_ANNOTATION: "app: exit code 1"});
+        let admitted = admit(&pod(rolled), "cxtm", "app", context);
+        assert_eq!(admitted.outcome, Outcome::RolledBack);
+        assert_eq!(admitted.patch(), None);
+        assert!(
+            admitted.warnings.iter().any(|w| w.contains("exit code 1")),
+            "{:?}",
+            admitted.warnings
+        );
+        // Out of scope stays out of scope: the annotation does not put a pod in.
+        let admitted = admit(&pod(rolled_out()), "cxtm", "app", context);
+        assert_eq!(admitted.outcome, Outcome::OutOfScope);
+        let admitted = admit(&pod(serde_json::json!({})), "cxtm", "app", context);
+        assert_eq!(admitted.outcome, Outcome::Injected);
+    }
+
+    fn rolled_out() -> serde_json::Value {
+        serde_json::json!({
+            ROLLED_BACK_ANNOTATION: "app: OOMKilled",
+            "instrumentation.opentelemetry.io/inject-python": "false"
+        })
     }
 
     #[test]

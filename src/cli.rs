@@ -33,6 +33,18 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Check a live pod (or a deployment's pods) with your kubeconfig.
     Verify(VerifyArgs),
+    /// Coverage of the live cluster per workload: instrumented, missed,
+    /// opted_out, refused, rolled_back (docs/fleet.md).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this namespace (default: all namespaces).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +162,13 @@ pub struct KubeArgs {
     /// At most one Event per owner and reason in this many seconds.
     #[arg(long, default_value_t = 300)]
     pub event_interval_seconds: u64,
+    /// Namespace of the fleet reconciler's Lease (default: the pod's own,
+    /// from its service account, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the fleet reconciler's Lease: one replica at a time reconciles.
+    #[arg(long, default_value = "otel-injector-fleet")]
+    pub lease_name: String,
 }
 
 /// The self-managed certificate (src/k8s/selfcert.rs, docs/self-managed-tls.md).
@@ -173,9 +192,11 @@ pub struct SelfCertArgs {
     /// Our namespace (the downward API's metadata.namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "otel-injector")]
     pub pod_namespace: String,
-    /// The coordination.k8s.io Lease that picks the one replica that writes.
+    /// The coordination.k8s.io Lease that picks the one replica that writes
+    /// the certificate (its own, apart from the fleet's `--lease-name`, so
+    /// that each job's holder can change without the other's noticing).
     #[arg(long, default_value = "otel-injector-leader")]
-    pub lease_name: String,
+    pub cert_lease_name: String,
     /// Renew the certificate this many days before it expires.
     #[arg(long, default_value_t = 90)]
     pub renew_before_days: u64,

@@ -90,6 +90,78 @@ pub struct Config {
     pub platform: Platform,
     /// Whether a pod may name an Instrumentation in another namespace.
     pub allow_cross_namespace_instrumentation: bool,
+    /// The reconciler: coverage, catch-up and rollback (docs/fleet.md).
+    pub fleet: Fleet,
+}
+
+/// What the reconciler (on the Lease holder only) does on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Fleet {
+    /// Run the reconciler at all (the `otel_injector_pods` gauge needs it).
+    pub enabled: bool,
+    pub catch_up: CatchUp,
+    pub rollback: Rollback,
+    /// How often the reconciler looks at the pods it watches, in seconds.
+    pub resync_seconds: u64,
+}
+
+/// Rollout restarts of workloads whose live pods were missed. Opt-in: it
+/// changes workloads on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CatchUp {
+    pub enabled: bool,
+    /// Workloads restarting at once.
+    pub max_concurrent: u32,
+    /// A workload's rollout not finished after this many seconds no longer
+    /// holds a slot (it is reported, not restarted again).
+    pub rollout_timeout_seconds: u64,
+}
+
+/// Uninstrumented restarts of workloads that crash-loop once instrumented.
+/// On by default: it enforces "never break a pod".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Rollback {
+    pub enabled: bool,
+    /// Restarts of one container within `windowSeconds` that count as a crash loop.
+    pub restarts: i32,
+    pub window_seconds: u64,
+    /// At most this many rollbacks (all workloads together) per hour.
+    pub max_per_hour: u32,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            enabled: true,
+            catch_up: CatchUp::default(),
+            rollback: Rollback::default(),
+            resync_seconds: 5,
+        }
+    }
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        CatchUp {
+            enabled: false,
+            max_concurrent: 1,
+            rollout_timeout_seconds: 600,
+        }
+    }
+}
+
+impl Default for Rollback {
+    fn default() -> Self {
+        Rollback {
+            enabled: true,
+            restarts: 3,
+            window_seconds: 600,
+            max_per_hour: 10,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +292,7 @@ impl Default for Config {
             sidecars: KNOWN_SIDECARS.iter().map(|s| (*s).to_owned()).collect(),
             platform: Platform::Glibc,
             allow_cross_namespace_instrumentation: true,
+            fleet: Fleet::default(),
         }
     }
 }
@@ -273,6 +346,7 @@ impl Config {
         if self.exporter.protocol.trim().is_empty() {
             return invalid("exporter.protocol", "must not be empty");
         }
+        self.fleet.validate()?;
         let Err(problems) = guard::check_settings(&Settings::from_config(self)) else {
             return Ok(());
         };
@@ -292,9 +366,108 @@ impl Config {
     }
 }
 
+impl Fleet {
+    /// The fleet settings' own checks, naming the key as it is written.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                setting: format!("fleet.{setting}"),
+                reason,
+            })
+        };
+        if self.resync_seconds == 0 || self.resync_seconds > 3600 {
+            return invalid(
+                "resyncSeconds",
+                format!("{} is not between 1 and 3600", self.resync_seconds),
+            );
+        }
+        if self.catch_up.max_concurrent == 0 || self.catch_up.max_concurrent > 100 {
+            return invalid(
+                "catchUp.maxConcurrent",
+                format!(
+                    "{} is not between 1 and 100 (turn catch-up off with catchUp.enabled: false)",
+                    self.catch_up.max_concurrent
+                ),
+            );
+        }
+        if self.catch_up.rollout_timeout_seconds < 10 {
+            return invalid(
+                "catchUp.rolloutTimeoutSeconds",
+                format!(
+                    "{} is under 10 seconds",
+                    self.catch_up.rollout_timeout_seconds
+                ),
+            );
+        }
+        if self.rollback.restarts < 1 {
+            return invalid(
+                "rollback.restarts",
+                format!("{} is not at least 1", self.rollback.restarts),
+            );
+        }
+        if self.rollback.window_seconds < 60 {
+            return invalid(
+                "rollback.windowSeconds",
+                format!("{} is under 60 seconds", self.rollback.window_seconds),
+            );
+        }
+        if self.rollback.max_per_hour == 0 {
+            return invalid(
+                "rollback.maxPerHour",
+                "0 would never roll back; turn rollback off with rollback.enabled: false".into(),
+            );
+        }
+        if (self.catch_up.enabled || self.rollback.enabled) && !self.enabled {
+            return invalid(
+                "enabled",
+                "false, but catchUp or rollback is enabled and they run in the reconciler".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_settings_default_and_refuse_nonsense_naming_the_key() {
+        let config = Config::from_yaml("fleet: {catchUp: {enabled: true, maxConcurrent: 4}}")
+            .expect("valid");
+        assert!(config.fleet.catch_up.enabled);
+        assert_eq!(config.fleet.catch_up.max_concurrent, 4);
+        assert!(
+            config.fleet.rollback.enabled,
+            "rollback stays on by default"
+        );
+        let cases = [
+            (
+                "fleet: {catchUp: {maxConcurrent: 0}}",
+                "fleet.catchUp.maxConcurrent",
+            ),
+            ("fleet: {resyncSeconds: 0}", "fleet.resyncSeconds"),
+            (
+                "fleet: {rollback: {restarts: 0}}",
+                "fleet.rollback.restarts",
+            ),
+            (
+                "fleet: {rollback: {maxPerHour: 0}}",
+                "fleet.rollback.maxPerHour",
+            ),
+            ("fleet: {enabled: false}", "fleet.enabled"),
+        ];
+        for (yaml, key) in cases {
+            let err = Config::from_yaml(yaml).expect_err(yaml).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{yaml}: {err}");
+        }
+        let err = Config::from_yaml("fleet: {catchup: {enabled: true}}")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.contains("catchup"), "{err}");
+        Config::from_yaml("fleet: {enabled: false, rollback: {enabled: false}}")
+            .expect("reconciler off entirely");
+    }
 
     #[test]
     fn shipped_config_file_is_the_builtin_profile() {

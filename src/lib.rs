@@ -20,6 +20,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod conn_watch;
+pub mod fleet;
 pub mod guard;
 pub mod inject;
 pub mod k8s;

@@ -34,6 +34,11 @@ fn main() -> std::process::ExitCode {
                     Err(anyhow::anyhow!("verification failed"))
                 }
             }),
+        Command::Status(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(otel_injector::run::status(&args))),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -42,6 +42,24 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodLabels {
+    pub namespace: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceReasonLabels {
+    pub namespace: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceResultLabels {
+    pub namespace: String,
+    pub result: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     admissions: Family<OutcomeLabels, Counter>,
@@ -53,6 +71,11 @@ pub struct Metrics {
     cert_writes: Family<WriteLabels, Counter>,
     pub instrumentations: Gauge,
     pub instrumentations_invalid: Gauge,
+    /// The fleet's coverage, set by the reconciler on the Lease holder.
+    pub pods: Family<PodLabels, Gauge>,
+    rollbacks: Family<NamespaceReasonLabels, Counter>,
+    restores: Family<NamespaceReasonLabels, Counter>,
+    catch_ups: Family<NamespaceResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,7 +90,7 @@ impl Metrics {
         let admissions = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "admission_requests",
-            "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, error)",
+            "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, rolled-back, error)",
             admissions.clone(),
         );
         let bad_requests = Family::<ReasonLabels, Counter>::default();
@@ -119,6 +142,30 @@ impl Metrics {
             "Instrumentation resources whose spec fails validation (pods naming them start uninstrumented)",
             instrumentations_invalid.clone(),
         );
+        let pods = Family::<PodLabels, Gauge>::default();
+        registry.register(
+            "pods",
+            "Live pods in the namespaces the webhook covers, by state (instrumented, missed, opted_out, refused, rolled_back); set on the replica holding the fleet Lease only",
+            pods.clone(),
+        );
+        let rollbacks = Family::<NamespaceReasonLabels, Counter>::default();
+        registry.register(
+            "rollbacks",
+            "Workloads rolled back because their instrumented pods crash-looped, by namespace and reason (crash_loop, oom_killed, restarts)",
+            rollbacks.clone(),
+        );
+        let restores = Family::<NamespaceReasonLabels, Counter>::default();
+        registry.register(
+            "rollback_restores",
+            "Rollbacks undone because the uninstrumented pods crashed too (reason: crash_uninstrumented) or the annotation was removed (reason: annotation_removed)",
+            restores.clone(),
+        );
+        let catch_ups = Family::<NamespaceResultLabels, Counter>::default();
+        registry.register(
+            "catch_up_restarts",
+            "Catch-up rollout restarts of workloads with missed pods, by result (restarted, webhook_unreachable, failed)",
+            catch_ups.clone(),
+        );
         Metrics {
             registry,
             admissions,
@@ -130,7 +177,38 @@ impl Metrics {
             cert_writes,
             instrumentations,
             instrumentations_invalid,
+            pods,
+            rollbacks,
+            restores,
+            catch_ups,
         }
+    }
+
+    pub fn rollback(&self, namespace: &str, reason: &str) {
+        self.rollbacks
+            .get_or_create(&NamespaceReasonLabels {
+                namespace: namespace.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn rollback_restored(&self, namespace: &str, reason: &str) {
+        self.restores
+            .get_or_create(&NamespaceReasonLabels {
+                namespace: namespace.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn catch_up(&self, namespace: &str, result: &str) {
+        self.catch_ups
+            .get_or_create(&NamespaceResultLabels {
+                namespace: namespace.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn observe(&self, decision: &Decision, elapsed: Duration) {

@@ -10,11 +10,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminState, Readiness};
+use crate::admission::Base;
 use crate::certs;
 use crate::cli::{
-    CertsArgs, ExplainArgs, InputArgs, KubeArgs, KubernetesMode, MutateArgs, ServeArgs, VerifyArgs,
+    CertsArgs, ExplainArgs, InputArgs, KubeArgs, KubernetesMode, MutateArgs, ServeArgs, StatusArgs,
+    VerifyArgs,
 };
 use crate::config::Config;
+use crate::fleet::reconciler::Reconciler;
 use crate::k8s::lease::{self, LeaseSettings};
 use crate::k8s::selfcert::{SelfCert, SelfCertSettings};
 use crate::k8s::{EventSink, KubeView};
@@ -62,7 +65,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Arc::new(Readiness::default());
     readiness.certs_loaded.store(true, Ordering::Release);
 
-    let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
+    let (cluster, events, client) =
+        connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
+    if let Some(client) = client {
+        start_fleet(
+            &args.kube,
+            &config,
+            client,
+            cluster.clone(),
+            metrics.clone(),
+        );
+    }
     let reviewer = Reviewer::new(config, cluster);
     let app = server::close_connections_when_draining(
         server::router(AppState {
@@ -128,7 +141,7 @@ async fn start_self_managed_certificate(
         .context("--self-managed-tls needs the cluster: cannot configure a Kubernetes client")?;
     let leader = lease::spawn(
         client.clone(),
-        LeaseSettings::new(&s.pod_namespace, &s.lease_name),
+        LeaseSettings::new(&s.pod_namespace, &s.cert_lease_name),
     );
     let settings = SelfCertSettings {
         namespace: s.pod_namespace.clone(),
@@ -210,17 +223,60 @@ async fn drain_on_signal(readiness: Arc<Readiness>, delay: Duration) {
     });
 }
 
-/// The cluster view and Event sink, or the static config alone when there is
-/// no cluster (`--kubernetes auto` without a kubeconfig, or `off`).
+/// The fleet reconciler, on the replica holding the fleet Lease (every
+/// replica serves admission either way).
+fn start_fleet(
+    args: &KubeArgs,
+    config: &Config,
+    client: kube::Client,
+    cluster: Arc<dyn ClusterView>,
+    metrics: Arc<Metrics>,
+) {
+    if !config.fleet.enabled {
+        tracing::info!("fleet.enabled is false: no coverage gauge, catch-up or rollback");
+        return;
+    }
+    let namespace = args.lease_namespace.clone().unwrap_or_else(own_namespace);
+    let settings = LeaseSettings::new(&namespace, &args.lease_name);
+    tracing::info!(
+        lease = %format!("{namespace}/{}", args.lease_name),
+        identity = %settings.identity,
+        catch_up = config.fleet.catch_up.enabled,
+        rollback = config.fleet.rollback.enabled,
+        "fleet reconciler: runs while this replica holds the Lease"
+    );
+    let leader = lease::spawn(client.clone(), settings);
+    let base = Arc::new(Base::new(config.clone()));
+    let reconciler = Reconciler::new(client, base, cluster, metrics);
+    tokio::spawn(reconciler.run(leader));
+}
+
+/// The namespace this pod runs in (its service account's), else `default`.
+fn own_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_owned())
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+type Cluster = (
+    Arc<dyn ClusterView>,
+    Option<Arc<EventSink>>,
+    Option<kube::Client>,
+);
+
+/// The cluster view, Event sink and client, or the static config alone when
+/// there is no cluster (`--kubernetes auto` without a kubeconfig, or `off`).
 async fn connect_cluster(
     args: &KubeArgs,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<(Arc<dyn ClusterView>, Option<Arc<EventSink>>)> {
+) -> anyhow::Result<Cluster> {
     let static_only = |readiness: &Readiness| {
         readiness.watches_synced.store(true, Ordering::Release);
         let view: Arc<dyn ClusterView> = Arc::new(StaticView);
-        (view, None)
+        (view, None, None)
     };
     if args.kubernetes == KubernetesMode::Off {
         return Ok(static_only(&readiness));
@@ -256,10 +312,10 @@ async fn connect_cluster(
         }
     });
     let events = Arc::new(EventSink::new(
-        client,
+        client.clone(),
         Duration::from_secs(args.event_interval_seconds),
     ));
-    Ok((Arc::new(view), Some(events)))
+    Ok((Arc::new(view), Some(events), Some(client)))
 }
 
 async fn wait_for_signal() {
@@ -371,4 +427,38 @@ pub async fn verify(args: &VerifyArgs) -> anyhow::Result<bool> {
     let (report, ok) = crate::verify::verify(&args.namespace, &target, &config).await?;
     print!("{report}");
     Ok(ok)
+}
+
+/// `otel-injector status`: the coverage of the live cluster, per workload.
+pub async fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let config = load_config(args.config.config.as_deref())?;
+    let client = kube::Client::try_default()
+        .await
+        .context("status reads the live cluster: no kubeconfig or in-cluster service account")?;
+    let view = KubeView::start(client.clone()).await;
+    view.wait_synced().await;
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = match &args.namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    };
+    let pods = api
+        .list(&kube::api::ListParams::default())
+        .await
+        .context("listing pods")?;
+    let base = Base::new(config);
+    let ctx = crate::admission::Context {
+        base: &base,
+        cluster: &view,
+    };
+    let survey = crate::fleet::status::survey(
+        pods.items.iter(),
+        ctx,
+        &base.config().fleet.rollback,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    print!(
+        "{}",
+        crate::fleet::status::render(&survey, args.namespace.as_deref())
+    );
+    Ok(())
 }

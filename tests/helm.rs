@@ -198,7 +198,7 @@ fn default_values_render_the_objects_of_manifests() {
     let chart = objects(&helm_template(&[]));
     let manifests = kustomize("manifests");
     // The comparison would pass trivially if normalising emptied everything.
-    assert_eq!(manifests.len(), 9, "{:?}", manifests.keys());
+    assert_eq!(manifests.len(), 11, "{:?}", manifests.keys());
     assert!(
         chart.contains_key("Deployment otel-injector/otel-injector"),
         "{:?}",
@@ -389,6 +389,110 @@ fn values_reach_the_objects() {
             "alpha",
             "beta"
         ])
+    );
+}
+
+/// Every (apiGroup, resource, verb) a Role or ClusterRole in `objects` grants.
+fn grants(
+    objects: &BTreeMap<String, Value>,
+) -> std::collections::BTreeSet<(String, String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for object in objects.values() {
+        if !matches!(object["kind"].as_str(), Some("Role" | "ClusterRole")) {
+            continue;
+        }
+        for rule in object["rules"].as_array().into_iter().flatten() {
+            let list = |field: &str| -> Vec<String> {
+                rule[field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap_or("?").to_owned())
+                    .collect()
+            };
+            assert!(
+                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+                "unexpected rule shape: {rule}"
+            );
+            for group in list("apiGroups") {
+                for resource in list("resources") {
+                    for verb in list("verbs") {
+                        out.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Issue 22 item 7: only the verbs the webhook and its fleet reconciler use
+/// (docs/fleet.md), in the chart and in manifests/, in every chart mode.
+/// A wildcard, a Secret, a delete or any other write fails here.
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn rbac_grants_nothing_broader_than_the_webhook_uses() {
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut allow = |group: &str, resources: &[&str], verbs: &[&str]| {
+        for r in resources {
+            for v in verbs {
+                wanted.insert((group.to_owned(), (*r).to_owned(), (*v).to_owned()));
+            }
+        }
+    };
+    // Admission's watches (ClusterView) and its Events.
+    allow(
+        "opentelemetry.io",
+        &["instrumentations"],
+        &["get", "list", "watch"],
+    );
+    allow("", &["namespaces"], &["get", "list", "watch"]);
+    allow("apps", &["replicasets"], &["get", "list", "watch"]);
+    allow("batch", &["jobs"], &["get", "list", "watch"]);
+    allow("", &["events"], &["create", "patch"]);
+    allow("events.k8s.io", &["events"], &["create", "patch"]);
+    // The fleet reconciler: pod watch, dry-run create, crashed container's log line.
+    allow("", &["pods"], &["get", "list", "watch", "create"]);
+    allow("", &["pods/log"], &["get"]);
+    allow(
+        "apps",
+        &["deployments", "statefulsets", "daemonsets"],
+        &["get", "patch"],
+    );
+    allow(
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "create", "update"],
+    );
+    for values in [
+        &[][..],
+        &["--set", "certs.mode=certManager"][..],
+        &["--set", "webhook.allNamespaces=true"][..],
+    ] {
+        let granted = grants(&objects(&helm_template(values)));
+        let broader: Vec<_> = granted.difference(&wanted).collect();
+        assert!(
+            broader.is_empty(),
+            "chart {values:?} grants more: {broader:?}"
+        );
+        let missing: Vec<_> = wanted.difference(&granted).collect();
+        assert!(missing.is_empty(), "chart {values:?} lacks: {missing:?}");
+    }
+    let manifests = grants(&kustomize("manifests"));
+    assert_eq!(
+        manifests, wanted,
+        "manifests/ grants differ from what is used"
+    );
+    // The Lease grant is namespaced: a ClusterRole on leases would let one
+    // replica take any controller's Lease in the cluster.
+    let cluster_roles = kustomize("manifests");
+    let leases_cluster_wide = cluster_roles
+        .values()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .any(|o| o.to_string().contains("leases"));
+    assert!(
+        !leases_cluster_wide,
+        "leases must be granted by a Role, not a ClusterRole"
     );
 }
 

@@ -36,6 +36,13 @@ pub const STATUS_ANNOTATION: &str = "otel-injector.io/status";
 pub const CONTAINERS_ANNOTATION: &str = "otel-injector.io/containers";
 pub const REASON_ANNOTATION: &str = "otel-injector.io/reason";
 pub const VERSION_ANNOTATION: &str = "otel-injector.io/version";
+/// On a workload and its pod template: the reconciler rolled the workload
+/// back (its instrumented pods crash-looped); the value says why. Admission
+/// leaves pods that carry it untouched. Removing it from the workload turns
+/// instrumentation back on (docs/fleet.md).
+pub const ROLLED_BACK_ANNOTATION: &str = "otel-injector.io/rolled-back";
+/// On a pod template: when the reconciler last restarted the workload (catch-up).
+pub const RESTARTED_AT_ANNOTATION: &str = "otel-injector.io/restartedAt";
 
 /// Init container names that mean "already instrumented for Python": ours
 /// (configurable) and the OpenTelemetry Operator's.

@@ -110,7 +110,7 @@ impl EventSink {
         let note = event_note(&decision.pod, &decision.reason);
         let event = Event {
             type_: EventType::Warning,
-            reason: "InstrumentationSkipped".into(),
+            reason: event_reason(decision.outcome).into(),
             note: Some(note),
             action: "InjectPython".into(),
             secondary: None,
@@ -121,6 +121,16 @@ impl EventSink {
                 tracing::warn!(error = %e, "could not record a Kubernetes Event");
             }
         });
+    }
+}
+
+/// The Event's reason: a rolled-back workload's pods say so, so that
+/// `kubectl get events --field-selector reason=InstrumentationRolledBack`
+/// finds both the rollback and the pods admitted since.
+fn event_reason(outcome: crate::admission::Outcome) -> &'static str {
+    match outcome {
+        crate::admission::Outcome::RolledBack => "InstrumentationRolledBack",
+        _ => "InstrumentationSkipped",
     }
 }
 

@@ -65,20 +65,30 @@ pub fn spawn(client: Client, settings: LeaseSettings) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
-        let mut last_renewed: Option<std::time::Instant> = None;
+        let mut last_renewed: Option<tokio::time::Instant> = None;
         loop {
-            let held = match round(&api, &settings).await {
-                Ok(held) => {
+            // A round that hangs (an API server that accepts and never
+            // answers) must not keep us "holding" past the lease: it is cut
+            // off after one renewal period and counts as a failed renewal.
+            let attempt = tokio::time::timeout(settings.renew_every, round(&api, &settings)).await;
+            let held = match attempt {
+                Ok(Ok(held)) => {
                     if held {
-                        last_renewed = Some(std::time::Instant::now());
+                        last_renewed = Some(tokio::time::Instant::now());
                     }
                     held
                 }
-                Err(e) => {
+                failed => {
                     // A holder keeps acting only while its last renewal is
-                    // younger than the lease: nobody else can have it yet.
-                    let still = last_renewed.is_some_and(|t| t.elapsed() < settings.duration);
-                    tracing::warn!(lease = %settings.name, namespace = %settings.namespace, error = %e, still_held = still, "cannot read or renew the Lease");
+                    // younger than the lease, less the one round it may wait
+                    // before looking again: nobody else can have it yet.
+                    let still = last_renewed
+                        .is_some_and(|t| t.elapsed() + settings.renew_every < settings.duration);
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {:?}", settings.renew_every),
+                    };
+                    tracing::warn!(lease = %settings.name, namespace = %settings.namespace, %error, still_held = still, "cannot read or renew the Lease");
                     still
                 }
             };
@@ -174,6 +184,60 @@ fn expired(spec: &LeaseSpec, now: &MicroTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::http::{Request, Response, StatusCode};
+
+    /// A fake API server: the Lease is absent, its create succeeds, and
+    /// every request after `hang` turns true is accepted and never answered.
+    fn fake_api(hang: Arc<AtomicBool>) -> Client {
+        let service = tower::service_fn(move |request: Request<kube::client::Body>| {
+            let hang = hang.clone();
+            async move {
+                if hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                let (status, body) = if request.method() == "POST" {
+                    (
+                        201,
+                        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"ns","resourceVersion":"1"},"spec":{}}"#,
+                    )
+                } else {
+                    (
+                        404,
+                        r#"{"apiVersion":"v1","kind":"Status","status":"Failure","code":404,"reason":"NotFound","message":"not found"}"#,
+                    )
+                };
+                let mut response =
+                    Response::new(kube::client::Body::from(body.as_bytes().to_vec()));
+                *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        Client::new(service, "ns")
+    }
+
+    // Paused clock: tokio moves time on whenever every task waits, so "steps
+    // down before anyone else may take over" is decided exactly, not timed.
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_whose_renewal_hangs_steps_down_before_the_lease_expires() {
+        let hang = Arc::new(AtomicBool::new(false));
+        let mut settings = LeaseSettings::new("ns", "l");
+        settings.identity = "me".into();
+        let mut held = spawn(fake_api(hang.clone()), settings.clone());
+        held.wait_for(|h| *h).await.expect("takes the absent Lease");
+        hang.store(true, Ordering::SeqCst);
+        // From the last renewal, another replica may take the Lease over
+        // after `duration`: this one must have stepped down by then.
+        let stepped = tokio::time::timeout(settings.duration, held.wait_for(|h| !*h)).await;
+        assert!(
+            matches!(stepped, Ok(Ok(_))),
+            "still holding a {:?} Lease it could not renew for that long",
+            settings.duration
+        );
+    }
 
     fn at(secs: i64) -> MicroTime {
         MicroTime(jiff::Timestamp::from_second(secs).expect("timestamp"))
