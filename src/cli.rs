@@ -256,3 +256,16 @@ pub struct CertsArgs {
     #[arg(long = "san")]
     pub extra_sans: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (unique argument names across the
+    /// flattened groups, valid defaults): a clash panics every `serve` of a
+    /// debug build, so it is caught here rather than in the cluster tests.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
