@@ -333,7 +333,6 @@ async fn admin_port_reports_readiness_and_exact_metrics() {
     );
     // The server's drain waits for idle kept-alive connections to be dropped
     // by their client (see server::serve_tls_with): hang up first.
-    drop(post);
     drop(client);
     assert_eq!(server.terminate(), Some(0));
 }
