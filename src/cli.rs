@@ -228,11 +228,16 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger: HTTP 413).
     #[arg(long, default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
-    /// After SIGTERM, seconds to keep accepting while endpoints are withdrawn.
-    #[arg(long, default_value_t = 2)]
+    /// After SIGTERM, seconds to keep accepting new connections (reporting
+    /// not ready, every answer closing its connection) while the pod leaves
+    /// the Service's endpoints and the API server's view of them.
+    #[arg(long, default_value_t = 10)]
     pub shutdown_delay_seconds: u64,
-    /// After that, seconds in-flight requests get to finish.
-    #[arg(long, default_value_t = 20)]
+    /// After that, at most this many seconds for open connections to end on
+    /// their own: after their next answer, or when the client drops them (the
+    /// API server: 90 s idle). Below 90, idle connections are closed under
+    /// the API server's feet and a review it sends at that moment fails open.
+    #[arg(long, default_value_t = 100)]
     pub drain_seconds: u64,
     /// Close a connection after this many requests (0: never), so the API
     /// server opens a new one to a randomly picked replica: without it one

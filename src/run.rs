@@ -207,20 +207,28 @@ fn spawn_admin(
     })
 }
 
-/// Resolves when the webhook should stop accepting: after a signal, once
-/// `/readyz` has reported not ready for `delay` (so the endpoint leaves the
-/// Service first). A second signal exits at once.
+/// Resolves when the webhook should stop accepting: `delay` after a signal.
+/// From the signal on `/readyz` says not ready and every answer closes its
+/// connection (`close_connections_when_draining`). The delay covers the time
+/// the pod takes to leave the Service's endpoints and the API server's view
+/// of them: until then the API server may still dial this pod, and a closed
+/// listener would fail that review (open, with `failurePolicy: Ignore`).
+/// docs/operations.md has the whole sequence. A second signal exits at once.
 async fn drain_on_signal(readiness: Arc<Readiness>, delay: Duration) {
     wait_for_signal().await;
     readiness.draining.store(true, Ordering::Release);
-    tracing::info!(?delay, "signal received: not ready; draining");
-    // Keep accepting while the endpoint is withdrawn from the Service.
-    tokio::time::sleep(delay).await;
+    tracing::info!(
+        delay_seconds = delay.as_secs(),
+        "signal received: not ready, answers close their connections; accepting until the delay ends"
+    );
+    // Listening again at once, so a second Ctrl-C during the delay or the
+    // drain (up to minutes: see `--drain-seconds`) still exits.
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(1);
     });
+    tokio::time::sleep(delay).await;
 }
 
 /// The fleet reconciler, on the replica holding the fleet Lease (every

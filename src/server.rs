@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -227,8 +228,8 @@ fn join<'a>(items: &'a [String], separator: &str) -> Cow<'a, str> {
     }
 }
 
-/// Accepts TLS connections until `shutdown` resolves, then lets in-flight
-/// requests finish for up to `drain`. Connections are kept alive without a
+/// Accepts TLS connections until `shutdown` resolves, then drains (see
+/// [`serve_tls_with`]) for up to `drain`. Connections are kept alive without a
 /// request limit.
 pub async fn serve_tls(
     listener: TcpListener,
@@ -240,11 +241,26 @@ pub async fn serve_tls(
     serve_tls_with(listener, acceptor, app, shutdown, drain, None).await;
 }
 
+/// After the drain deadline, how long connections still open get to finish
+/// the request they are serving before the server returns anyway.
+const AFTER_DRAIN_DEADLINE: Duration = Duration::from_secs(1);
+
 /// [`serve_tls`], where the `max_requests`th answer on a connection says
 /// `Connection: close`. The API server picks a Service endpoint only when it
 /// opens a connection and keeps using that one, so without a limit one
 /// replica takes every call; with it, each new connection is another random
 /// pick, at the cost of one TLS handshake per `max_requests` reviews.
+///
+/// Once `shutdown` resolves the listener closes, but open connections are not
+/// closed by the server: every answer from then on says `Connection: close`,
+/// so a connection ends right after its next answer, or when its client drops
+/// it. Closing an idle kept-alive connection from this side races the client:
+/// the API server may be writing a review on it at that moment, and a POST
+/// that hit a closed connection is never retried by Go's HTTP client (with
+/// `failurePolicy: Ignore` that pod is admitted uninstrumented). The API
+/// server drops an idle connection after 90 s by itself, and hyper's header
+/// timer ends any other after [`HEADER_READ_TIMEOUT`]; only after `drain` are
+/// the connections still open closed from this side.
 pub async fn serve_tls_with(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -258,7 +274,13 @@ pub async fn serve_tls_with(
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    let http = Arc::new(http);
+    let shared = Arc::new(Shared {
+        http,
+        closing: AtomicBool::new(false),
+        max_requests,
+    });
+    // Each connection task holds a clone: `recv` returns None once all ended.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer): (_, SocketAddr) = tokio::select! {
@@ -274,70 +296,308 @@ pub async fn serve_tls_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let http = http.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let activity = Activity::default();
-            let tracked = activity.clone();
-            let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let service = hyper::service::service_fn(move |request| {
-                tracked.request_began();
-                let tracked = tracked.clone();
-                let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                let last = max_requests.is_some_and(|max| n >= max);
-                let response = hyper::service::Service::call(&service, request);
-                async move {
-                    let mut response = response.await;
-                    tracked.request_ended();
-                    if last && let Ok(response) = response.as_mut() {
-                        response.headers_mut().insert(
-                            axum::http::header::CONNECTION,
-                            axum::http::HeaderValue::from_static("close"),
-                        );
-                    }
-                    response
-                }
-            });
-            let conn =
-                http.serve_connection(TokioIo::new(Watched::new(tls, activity.clone())), service);
-            let conn = watcher.watch(conn);
-            tokio::pin!(conn);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    result = &mut conn => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = tick.tick() => {
-                        if activity.headers_overdue(REQUEST_HEADER_TIMEOUT) {
-                            tracing::debug!(%peer, "request headers not complete in time; closing the connection");
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        tokio::spawn(serve_connection(Connection {
+            stream,
+            peer,
+            acceptor: acceptor.clone(),
+            app: app.clone(),
+            shared: shared.clone(),
+            watcher: graceful.watcher(),
+            _open: open.clone(),
+        }));
     }
     drop(listener);
+    shared.closing.store(true, Ordering::Release);
+    tracing::info!(
+        open_connections = open.strong_count() - 1,
+        ?drain,
+        "listener closed; each open connection ends after its next answer (Connection: close) or when its client drops it"
+    );
+    drop(open);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain) => tracing::warn!(?drain, "drain deadline passed; closing remaining connections"),
+        _ = all_closed.recv() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!(?drain, "drain deadline passed; closing the remaining connections");
+            let _ = tokio::time::timeout(AFTER_DRAIN_DEADLINE, graceful.shutdown()).await;
+        }
+    }
+}
+
+/// What every connection of one server shares.
+struct Shared {
+    http: hyper::server::conn::http1::Builder,
+    /// The listener is closed: every answer says `Connection: close`.
+    closing: AtomicBool,
+    max_requests: Option<u64>,
+}
+
+/// One accepted TCP connection and what serving it needs.
+struct Connection {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    /// Dropped when the connection ends (see `serve_tls_with`).
+    _open: tokio::sync::mpsc::Sender<()>,
+}
+
+/// TLS handshake, then HTTP/1.1 until the connection ends, its request
+/// headers stall (slowloris), or the drain deadline closes it.
+async fn serve_connection(conn: Connection) {
+    let Connection {
+        stream,
+        peer,
+        acceptor,
+        app,
+        shared,
+        watcher,
+        _open,
+    } = conn;
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let activity = Activity::default();
+    let service = counted_service(app, activity.clone(), shared.clone());
+    let conn = shared
+        .http
+        .serve_connection(TokioIo::new(Watched::new(tls, activity.clone())), service);
+    let conn = watcher.watch(conn);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = tick.tick() => {
+                if activity.headers_overdue(REQUEST_HEADER_TIMEOUT) {
+                    tracing::debug!(%peer, "request headers not complete in time; closing the connection");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The router, telling `activity` when a request is being served, and adding
+/// `Connection: close` to the connection's last answer: the
+/// `max_requests`th, or any once the server is closing.
+fn counted_service(
+    app: Router,
+    activity: Activity,
+    shared: Arc<Shared>,
+) -> impl hyper::service::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response, std::convert::Infallible>> + Send,
+> + Clone {
+    let service = TowerToHyperService::new(app);
+    let served = Arc::new(AtomicU64::new(0));
+    hyper::service::service_fn(move |request| {
+        activity.request_began();
+        let activity = activity.clone();
+        let n = served.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = shared.max_requests.is_some_and(|max| n >= max);
+        let shared = shared.clone();
+        let response = hyper::service::Service::call(&service, request);
+        async move {
+            let mut response = response.await;
+            activity.request_ended();
+            // Read after the answer is made: a request that began before the
+            // listener closed and ends after still closes its connection.
+            let last = limit || shared.closing.load(Ordering::Acquire);
+            if last && let Ok(response) = response.as_mut() {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
+            response
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::client::TlsStream;
+
+    /// Longer than any test here may take: a server that returns before it
+    /// closed its connections because of the deadline.
+    const NEVER: Duration = Duration::from_secs(3600);
+    /// Bound on each wait below, so a broken drain fails instead of hanging.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    struct Served {
+        addr: SocketAddr,
+        connector: TlsConnector,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn serve(app: Router) -> Served {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = crate::certs::service_names("otel-injector", "otel-injector");
+        let paths = crate::certs::generate(&names)
+            .expect("certs")
+            .write(dir.path())
+            .expect("write certs");
+        let store = Arc::new(crate::tls::CertStore::load(paths.cert, paths.key).expect("load"));
+        let tls = crate::tls::server_config(store, None).expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(&paths.ca).expect("ca");
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            roots.add(cert.expect("pem")).expect("ca cert");
+        }
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_tls(
+            listener,
+            TlsAcceptor::from(Arc::new(tls)),
+            app,
+            async move {
+                let _ = stopped.await;
+            },
+            NEVER,
+        ));
+        Served {
+            addr,
+            connector: TlsConnector::from(Arc::new(client)),
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    impl Served {
+        async fn connect(&self) -> TlsStream<tokio::net::TcpStream> {
+            let tcp = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            self.connector.connect(name, tcp).await.expect("handshake")
+        }
+
+        /// Resolves the shutdown future, then waits until the listener is
+        /// closed (a new connection is refused).
+        async fn shut_down(&mut self) {
+            let _ = self.stop.take().expect("running").send(());
+            let refused = async {
+                while tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            tokio::time::timeout(BOUND, refused)
+                .await
+                .expect("the listener closes after shutdown");
+        }
+    }
+
+    /// One `GET /healthz` on `conn`; the response head, lowercased.
+    async fn healthz(conn: &mut TlsStream<tokio::net::TcpStream>) -> String {
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .expect("write the request");
+        let mut seen = Vec::new();
+        let read = async {
+            // The body is "ok": the response is complete once it follows the head.
+            while !seen.ends_with(b"\r\n\r\nok") {
+                let mut chunk = [0u8; 1024];
+                let n = conn.read(&mut chunk).await.expect("read the response");
+                assert!(n > 0, "connection closed before the answer: {seen:?}");
+                seen.extend_from_slice(&chunk[..n]);
+            }
+        };
+        tokio::time::timeout(BOUND, read).await.expect("an answer");
+        String::from_utf8_lossy(&seen).to_ascii_lowercase()
+    }
+
+    fn app() -> Router {
+        Router::new().route("/healthz", get(|| async { "ok" }))
+    }
+
+    /// kubernetes#127335 and the miss after `helm upgrade`: the API server
+    /// keeps an idle kept-alive connection to a pod that is shutting down, and
+    /// may send a review on it at any moment. The server must not close it
+    /// under the client: the next request on it is answered, with
+    /// `Connection: close`, and only then does the connection end.
+    #[tokio::test]
+    async fn after_shutdown_an_idle_connection_gets_its_next_answer_then_closes() {
+        let mut served = serve(app()).await;
+        let mut kept = served.connect().await;
+        let head = healthz(&mut kept).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "kept alive: {head}");
+
+        served.shut_down().await;
+        let head = healthz(&mut kept).await;
+        assert!(
+            head.starts_with("http/1.1 200"),
+            "answered after shutdown: {head}"
+        );
+        assert!(
+            head.contains("connection: close"),
+            "the answer after shutdown closes its connection: {head}"
+        );
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(BOUND, kept.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection after that answer");
+        assert!(
+            n.map_or(true, |n| n == 0),
+            "nothing after the last answer: {rest:?}"
+        );
+        // That was the only connection: the server is done, long before `NEVER`.
+        tokio::time::timeout(BOUND, served.task)
+            .await
+            .expect("the server returns once its connections ended")
+            .expect("server task");
+    }
+
+    /// A connection its client drops (the API server does after 90 s idle)
+    /// ends the drain too; until then the server waits for it.
+    #[tokio::test]
+    async fn the_drain_ends_when_the_last_idle_client_hangs_up() {
+        let mut served = serve(app()).await;
+        let mut first = served.connect().await;
+        let mut second = served.connect().await;
+        healthz(&mut first).await;
+        healthz(&mut second).await;
+        served.shut_down().await;
+        drop(first);
+        assert!(
+            !served.task.is_finished(),
+            "the server returned while a connection was open"
+        );
+        // `second` is still open: a request on it is still answered.
+        let head = healthz(&mut second).await;
+        assert!(head.contains("connection: close"), "{head}");
+        drop(second);
+        tokio::time::timeout(BOUND, served.task)
+            .await
+            .expect("the server returns once both clients hung up")
+            .expect("server task");
     }
 }

@@ -293,7 +293,9 @@ async fn sigterm_under_load_drains_without_a_failed_request() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the client's connection tasks must run (and hang up) while
+// this thread blocks in `terminate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_port_reports_readiness_and_exact_metrics() {
     let mut server = spawn_server(&["--shutdown-delay-seconds", "0"]);
     let (port, admin) = (server.port, server.admin_port);
@@ -337,6 +339,9 @@ async fn admin_port_reports_readiness_and_exact_metrics() {
         expiry > 1.8e9,
         "certificate notAfter (2030) expected, got {expiry}"
     );
+    // The server's drain waits for idle kept-alive connections to be dropped
+    // by their client (see server::serve_tls_with): hang up first.
+    drop(client);
     assert_eq!(server.terminate(), Some(0));
 }
 
