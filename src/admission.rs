@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::config::Config;
+use crate::delivery::{self, Chosen};
 use crate::guard;
 use crate::inject::{self, Injection, JsonPatch, Settings};
 use crate::policy::{self, ClusterView, Scope};
@@ -140,6 +141,8 @@ pub struct Admission {
     /// The response's `warnings`: the mutation's, then admission's own
     /// (the endpoint lint, the reason an in-scope pod is untouched).
     pub warnings: Vec<String>,
+    /// The delivery asked for and used, when the pod was in scope.
+    pub delivery: Option<Chosen>,
 }
 
 impl Admission {
@@ -167,6 +170,7 @@ impl Admission {
             outcome: Outcome::Error,
             reason: why,
             injection: None,
+            delivery: None,
         }
     }
 }
@@ -203,6 +207,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
                 outcome: Outcome::OutOfScope,
                 injection: None,
                 warnings: Vec::new(),
+                delivery: None,
             };
         }
         Scope::Unresolvable { why } => return Admission::unresolvable(why),
@@ -212,25 +217,35 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
     if let Some(unusable) = &ctx.base.unusable {
         return Admission::unresolvable(unusable.clone());
     }
+    let mut delivery_warnings = Vec::new();
+    let chosen = delivery::choose(
+        pod,
+        ns_annotations.as_ref(),
+        settings.delivery,
+        &ctx.cluster.image_volumes(),
+        &mut delivery_warnings,
+    );
     let request = inject::Request {
         namespace,
         name,
         container_names: container_names.clone(),
         platform,
         workload: ctx.cluster.workload(pod, namespace),
+        delivery: Some(chosen.delivery),
     };
     let injection = inject::inject(pod, &settings, &request);
     let outcome = Outcome::from(&injection.outcome);
     let reason = match &injection.outcome {
         inject::Outcome::Injected => why.clone(),
         inject::Outcome::AlreadyInjected { marker } => {
-            format!("pod already has init container {marker}")
+            format!("pod already has {marker}")
         }
         inject::Outcome::Skipped { reason } => reason.clone(),
     };
     // The mutation keeps its own for callers that read it alone; most pods have none.
     let mut warnings = injection.warnings.clone();
     if injection.outcome == inject::Outcome::Injected {
+        warnings.extend(delivery_warnings);
         warnings.extend(
             settings
                 .not_applied
@@ -252,6 +267,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         reason,
         injection: Some(injection),
         warnings,
+        delivery: Some(chosen),
     }
 }
 
