@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::delivery::ImageVolumeState;
 use crate::metrics::Metrics;
 
 /// Readiness: certificates loaded, watches synced (when enabled), not draining.
@@ -18,6 +19,9 @@ pub struct Readiness {
     pub certs_loaded: AtomicBool,
     pub watches_synced: AtomicBool,
     pub draining: AtomicBool,
+    /// Not a condition of readiness (the fallback serves every pod), a
+    /// detail of `/readyz`: why imageVolume delivery is not available.
+    pub image_volumes: Arc<ImageVolumeState>,
 }
 
 impl Readiness {
@@ -62,7 +66,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, state.readiness.explain())
+    let mut body = state.readiness.explain().to_owned();
+    if let Some(why) = state.readiness.image_volumes.get().refusal() {
+        body.push_str("; imageVolume delivery falls back to initContainer: ");
+        body.push_str(&why);
+    }
+    (status, body)
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

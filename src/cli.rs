@@ -148,6 +148,14 @@ pub struct KubeArgs {
     /// At most one Event per owner and reason in this many seconds.
     #[arg(long, default_value_t = 300)]
     pub event_interval_seconds: u64,
+    /// Check that the API server keeps image volumes (a dry-run pod create)
+    /// at start and then every this many seconds (imageVolume delivery).
+    #[arg(long, default_value_t = 300)]
+    pub image_volume_check_seconds: u64,
+    /// The namespace of the image volume check's dry-run pod; default: the
+    /// client's (in a cluster, the webhook's own).
+    #[arg(long, env = "OTEL_INJECTOR_NAMESPACE")]
+    pub own_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,14 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// How an injected pod got the instrumentation; `fallback` is `true` when
+/// it asked for imageVolume and got the init container.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub delivery: &'static str,
+    pub fallback: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
@@ -45,6 +53,8 @@ pub struct Metrics {
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ResultLabels, Counter>,
     pub instrumentations: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
+    image_volumes_supported: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,7 +109,21 @@ impl Metrics {
             "Instrumentation resources known from the watch",
             instrumentations.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Injected pods by delivery (initContainer, imageVolume) and fallback (true: asked for imageVolume, got the init container)",
+            deliveries.clone(),
+        );
+        let image_volumes_supported = Gauge::default();
+        registry.register(
+            "image_volumes_supported",
+            "1 when the last check found that the API server keeps volumes[].image, else 0",
+            image_volumes_supported.clone(),
+        );
         Metrics {
+            deliveries,
+            image_volumes_supported,
             registry,
             admissions,
             bad_requests,
@@ -117,10 +141,23 @@ impl Metrics {
                 outcome: decision.outcome,
             })
             .inc();
+        if let (Outcome::Injected, Some(chosen)) = (decision.outcome, decision.delivery) {
+            self.deliveries
+                .get_or_create(&DeliveryLabels {
+                    delivery: chosen.delivery.label(),
+                    fallback: if chosen.fell_back() { "true" } else { "false" },
+                })
+                .inc();
+        }
         self.duration.observe(elapsed.as_secs_f64());
         if decision.patch_bytes > 0 {
             self.patch_bytes.observe(decision.patch_bytes as f64);
         }
+    }
+
+    pub fn image_volume_check(&self, support: &crate::delivery::ImageVolumeSupport) {
+        let supported = support == &crate::delivery::ImageVolumeSupport::Supported;
+        self.image_volumes_supported.set(i64::from(supported));
     }
 
     pub fn bad_request(&self, reason: &str) {

@@ -15,6 +15,9 @@ use crate::cli::{
     CertsArgs, ExplainArgs, InputArgs, KubeArgs, KubernetesMode, MutateArgs, ServeArgs, VerifyArgs,
 };
 use crate::config::Config;
+use crate::delivery::{ImageVolumeState, ImageVolumeSupport};
+use crate::inject::Settings;
+use crate::k8s::probe;
 use crate::k8s::{EventSink, KubeView};
 use crate::metrics::Metrics;
 use crate::policy::ClusterView;
@@ -57,7 +60,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let readiness = Arc::new(Readiness::default());
     readiness.certs_loaded.store(true, Ordering::Release);
 
-    let (cluster, events) = connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
+    let (cluster, events) =
+        connect_cluster(&args.kube, &config, readiness.clone(), metrics.clone()).await?;
     let reviewer = Reviewer::new(config, cluster);
     let app = server::close_connections_when_draining(
         server::router(AppState {
@@ -171,6 +175,7 @@ async fn drain_on_signal(readiness: Arc<Readiness>, delay: Duration) {
 /// no cluster (`--kubernetes auto` without a kubeconfig, or `off`).
 async fn connect_cluster(
     args: &KubeArgs,
+    config: &Config,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<(Arc<dyn ClusterView>, Option<Arc<EventSink>>)> {
@@ -194,6 +199,7 @@ async fn connect_cluster(
         }
     };
     let view = KubeView::start(client.clone()).await;
+    let image_volumes = start_image_volume_check(args, config, &client, &readiness, &metrics);
     let synced = view.clone();
     tokio::spawn(async move {
         synced.wait_synced().await;
@@ -213,7 +219,37 @@ async fn connect_cluster(
         client,
         Duration::from_secs(args.event_interval_seconds),
     ));
+    let view = probe::Checked {
+        inner: view,
+        state: image_volumes,
+    };
     Ok((Arc::new(view), Some(events)))
+}
+
+/// Starts the periodic check that the API server keeps image volumes; until
+/// its first answer, imageVolume pods get the init container.
+fn start_image_volume_check(
+    args: &KubeArgs,
+    config: &Config,
+    client: &kube::Client,
+    readiness: &Readiness,
+    metrics: &Arc<Metrics>,
+) -> Arc<ImageVolumeState> {
+    let state = readiness.image_volumes.clone();
+    state.set(ImageVolumeSupport::Pending);
+    let namespace = args
+        .own_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    tracing::debug!(namespace = %namespace, "checking image volume support with dry-run pods");
+    tokio::spawn(probe::run(
+        kube::Api::namespaced(client.clone(), &namespace),
+        Arc::new(Settings::from_config(config)),
+        state.clone(),
+        metrics.clone(),
+        Duration::from_secs(args.image_volume_check_seconds.max(1)),
+    ));
+    state
 }
 
 async fn wait_for_signal() {
