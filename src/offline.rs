@@ -563,7 +563,13 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
             }
             (scope @ Scope::Inject { why, .. }, Some(injection)) => {
                 explain_injection(&mut out, why, injection);
-                explain_containers(&mut out, scope, injection, &r.containers, r.admission.delivery);
+                explain_containers(
+                    &mut out,
+                    scope,
+                    injection,
+                    &r.containers,
+                    r.admission.delivery,
+                );
             }
             (Scope::Inject { .. }, None) => {}
         }

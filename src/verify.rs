@@ -115,7 +115,12 @@ fn image_volume(volume: Option<&Volume>) -> Option<&str> {
 pub fn runtime_check(node_name: &str, runtime: &str) -> Check {
     let version = runtime.strip_prefix("containerd://").map(|v| {
         let mut parts = v.trim_start_matches('v').split(['.', '-', '+']);
-        let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
         (next(), next())
     });
     let what = "node can mount image volumes";
@@ -991,7 +996,10 @@ mod tests {
         assert!(!pass("containerd://2.0.5"));
         let old = runtime_check("node-a", "containerd://1.7.24");
         assert_eq!(old.status, Status::Fail);
-        assert!(old.detail.contains("node-a runs containerd://1.7.24"), "{old:?}");
+        assert!(
+            old.detail.contains("node-a runs containerd://1.7.24"),
+            "{old:?}"
+        );
         assert_eq!(runtime_check("n", "cri-o://1.34.0").status, Status::Pending);
     }
 

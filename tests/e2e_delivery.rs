@@ -76,7 +76,10 @@ fn image_volume_pods_fall_back_to_the_init_container_when_the_gate_is_off() {
     let warnings = create_with_warnings(&plane, &image_volume_pod("asks-for-image-volume"));
     let stored = plane.get_pod("cxtm", "asks-for-image-volume");
     assert!(has_init_container(&stored, INIT), "{stored:#}");
-    let volumes = stored["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let volumes = stored["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ours = volumes
         .iter()
         .find(|v| v["name"] == INIT)
@@ -88,10 +91,15 @@ fn image_volume_pods_fall_back_to_the_init_container_when_the_gate_is_off() {
     );
     let metrics = webhook.metrics();
     assert!(
-        metrics.contains(r#"otel_injector_deliveries_total{delivery="initContainer",fallback="true"} 1"#),
+        metrics.contains(
+            r#"otel_injector_deliveries_total{delivery="initContainer",fallback="true"} 1"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains("otel_injector_image_volumes_supported 0"), "{metrics}");
+    assert!(
+        metrics.contains("otel_injector_image_volumes_supported 0"),
+        "{metrics}"
+    );
     let log = webhook.log_text();
     assert!(
         log.contains("imageVolume delivery is not available"),
@@ -119,7 +127,10 @@ fn image_volume_pods_are_stored_with_the_image_volume_when_the_gate_is_on() {
     create_with_warnings(&plane, &image_volume_pod("image-volume"));
     let stored = plane.get_pod("cxtm", "image-volume");
     assert!(!has_init_container(&stored, INIT), "{stored:#}");
-    let volumes = stored["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let volumes = stored["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let ours = volumes
         .iter()
         .find(|v| v["name"] == INIT)
@@ -139,11 +150,19 @@ fn image_volume_pods_are_stored_with_the_image_volume_when_the_gate_is_on() {
     let mut plain = fixture("seed-pod.json");
     plain["metadata"]["name"] = json!("default-delivery");
     plane.create_pod("cxtm", &plain);
-    assert!(has_init_container(&plane.get_pod("cxtm", "default-delivery"), INIT));
+    assert!(has_init_container(
+        &plane.get_pod("cxtm", "default-delivery"),
+        INIT
+    ));
     let metrics = webhook.metrics();
     assert!(
-        metrics.contains(r#"otel_injector_deliveries_total{delivery="imageVolume",fallback="false"} 1"#),
+        metrics.contains(
+            r#"otel_injector_deliveries_total{delivery="imageVolume",fallback="false"} 1"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains("otel_injector_image_volumes_supported 1"), "{metrics}");
+    assert!(
+        metrics.contains("otel_injector_image_volumes_supported 1"),
+        "{metrics}"
+    );
 }
