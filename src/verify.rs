@@ -987,6 +987,26 @@ mod tests {
 
     /// Logs as measured on the node (tests/e2e_runtime.rs).
     #[test]
+    fn an_image_volume_pod_names_its_delivery_instead_of_missing_an_init_container() {
+        let config = Config::default();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app"},
+            "spec": {
+                "containers": [{"name": "app", "image": "app:1"}],
+                "volumes": [{"name": config.volume_name, "image": {"reference": "otel:1"}}]
+            }
+        }))
+        .expect("pod");
+        let checks = check_pod(&pod, &config);
+        assert_eq!(checks[0].what, "delivery imageVolume");
+        assert_eq!(checks[0].status, Status::Pass);
+        assert!(checks[0].detail.contains("otel:1"), "{:?}", checks[0]);
+        assert!(!checks.iter().any(|c| c.what.starts_with("init container")), "{checks:?}");
+        let volume = checks.iter().find(|c| c.what.starts_with("volume ")).expect("volume check");
+        assert_eq!((volume.status, volume.detail.as_str()), (Status::Pass, "image"));
+    }
+
+    #[test]
     fn image_volumes_need_containerd_2_1() {
         let pass = |runtime: &str| runtime_check("n", runtime).status == Status::Pass;
         assert!(pass("containerd://2.1.0"));
