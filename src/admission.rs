@@ -242,20 +242,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         }
         inject::Outcome::Skipped { reason } => reason.clone(),
     };
-    // The mutation keeps its own for callers that read it alone; most pods have none.
-    let mut warnings = injection.warnings.clone();
-    if injection.outcome == inject::Outcome::Injected {
-        warnings.extend(delivery_warnings);
-        warnings.extend(
-            settings
-                .not_applied
-                .iter()
-                .map(|n| format!("otel-injector: {n}")),
-        );
-    }
-    if let Some(lint) = endpoint_warning(&settings) {
-        warnings.push(lint);
-    }
+    let warnings = admission_warnings(&injection, &settings, delivery_warnings);
     Admission {
         scope: Scope::Inject {
             settings,
@@ -269,6 +256,31 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         warnings,
         delivery: Some(chosen),
     }
+}
+
+/// The response's warnings: the mutation's, then (for an injected pod) the
+/// delivery's and what of an Instrumentation is not applied, then the
+/// endpoint lint.
+fn admission_warnings(
+    injection: &Injection,
+    settings: &Settings,
+    delivery_warnings: Vec<String>,
+) -> Vec<String> {
+    // The mutation keeps its own for callers that read it alone; most pods have none.
+    let mut warnings = injection.warnings.clone();
+    if injection.outcome == inject::Outcome::Injected {
+        warnings.extend(delivery_warnings);
+        warnings.extend(
+            settings
+                .not_applied
+                .iter()
+                .map(|n| format!("otel-injector: {n}")),
+        );
+    }
+    if let Some(lint) = endpoint_warning(settings) {
+        warnings.push(lint);
+    }
+    warnings
 }
 
 /// What the container will see for the exporter: configured env beats the

@@ -1001,9 +1001,18 @@ mod tests {
         assert_eq!(checks[0].what, "delivery imageVolume");
         assert_eq!(checks[0].status, Status::Pass);
         assert!(checks[0].detail.contains("otel:1"), "{:?}", checks[0]);
-        assert!(!checks.iter().any(|c| c.what.starts_with("init container")), "{checks:?}");
-        let volume = checks.iter().find(|c| c.what.starts_with("volume ")).expect("volume check");
-        assert_eq!((volume.status, volume.detail.as_str()), (Status::Pass, "image"));
+        assert!(
+            !checks.iter().any(|c| c.what.starts_with("init container")),
+            "{checks:?}"
+        );
+        let volume = checks
+            .iter()
+            .find(|c| c.what.starts_with("volume "))
+            .expect("volume check");
+        assert_eq!(
+            (volume.status, volume.detail.as_str()),
+            (Status::Pass, "image")
+        );
     }
 
     #[test]
