@@ -184,3 +184,62 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Delivery;
+    use crate::delivery::{Chosen, ImageVolumeSupport};
+
+    fn decision(outcome: Outcome, delivery: Option<Chosen>) -> Decision {
+        Decision {
+            uid: "u".into(),
+            namespace: "cxtm".into(),
+            pod: "app".into(),
+            outcome,
+            reason: String::new(),
+            containers: Vec::new(),
+            patch_ops: 0,
+            patch_bytes: 0,
+            warnings: Vec::new(),
+            dry_run: false,
+            owner: None,
+            delivery,
+        }
+    }
+
+    #[test]
+    fn deliveries_are_counted_with_the_fallback_label() {
+        let metrics = Metrics::new();
+        let fell_back = Chosen {
+            requested: Delivery::ImageVolume,
+            delivery: Delivery::InitContainer,
+        };
+        let mounted = Chosen {
+            requested: Delivery::ImageVolume,
+            delivery: Delivery::ImageVolume,
+        };
+        let elapsed = Duration::from_millis(1);
+        metrics.observe(&decision(Outcome::Injected, Some(fell_back)), elapsed);
+        metrics.observe(&decision(Outcome::Injected, Some(fell_back)), elapsed);
+        metrics.observe(&decision(Outcome::Injected, Some(mounted)), elapsed);
+        // Only injected pods count: an already injected one delivered nothing.
+        metrics.observe(&decision(Outcome::AlreadyInjected, Some(mounted)), elapsed);
+        metrics.image_volume_check(&ImageVolumeSupport::Unsupported("gate off".into()));
+        let text = metrics.encode();
+        for line in [
+            r#"otel_injector_deliveries_total{delivery="initContainer",fallback="true"} 2"#,
+            r#"otel_injector_deliveries_total{delivery="imageVolume",fallback="false"} 1"#,
+            "otel_injector_image_volumes_supported 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        metrics.image_volume_check(&ImageVolumeSupport::Supported);
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "otel_injector_image_volumes_supported 1")
+        );
+    }
+}
