@@ -83,3 +83,54 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         state.metrics.encode(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::ImageVolumeSupport;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn readyz_of(readiness: Arc<Readiness>) -> (StatusCode, String) {
+        let app = router(AdminState {
+            readiness,
+            metrics: Arc::new(Metrics::new()),
+        });
+        let request = Request::get("/readyz")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_names_the_image_volume_fallback_and_stays_ready() {
+        let readiness = Arc::new(Readiness::default());
+        readiness.certs_loaded.store(true, Ordering::Release);
+        readiness.watches_synced.store(true, Ordering::Release);
+        assert_eq!(
+            readyz_of(readiness.clone()).await,
+            (StatusCode::OK, "ready".to_owned())
+        );
+        readiness
+            .image_volumes
+            .set(ImageVolumeSupport::Unsupported("the gate is off".into()));
+        let (status, body) = readyz_of(readiness.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "ready; imageVolume delivery falls back to initContainer: the gate is off"
+        );
+        readiness.image_volumes.set(ImageVolumeSupport::Supported);
+        assert_eq!(readyz_of(readiness).await.1, "ready");
+    }
+}
