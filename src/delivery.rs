@@ -3,8 +3,8 @@
 //! server keeps image volumes at all.
 //!
 //! An API server with the ImageVolume gate off silently drops
-//! `volumes[].image`, then refuses the pod for a volume with no source: one
-//! `imageVolume` patch there would block every pod it touches. So the
+//! `volumes[].image`: the pod then gets an empty mount (1.34.4 accepts it
+//! without the field) or is refused for a volume with no source. So the
 //! webhook checks (a dry-run create, [`crate::k8s::probe`]) and delivers
 //! through the init container until the field is known to survive.
 

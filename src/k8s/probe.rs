@@ -3,8 +3,9 @@
 //! (read-only, `subPath`), in the webhook's own namespace, at start and every
 //! few minutes. Nothing is stored and nothing runs.
 //!
-//! With the ImageVolume gate off, the API server drops the field and refuses
-//! the pod for a volume with no source; on 1.31/1.32 it refuses the
+//! With the ImageVolume gate off, the API server drops the field (1.34.4
+//! then accepts the pod without it: an empty mount, silently; a refusal
+//! would block the pod instead); on 1.31/1.32 it refuses the
 //! `subPath`; a restricted Pod Security level that does not allow image
 //! volumes refuses it too. Any of these would refuse every pod we patched, so
 //! until a check passes, `imageVolume` pods are delivered through the init
@@ -73,17 +74,21 @@ pub fn probe_pod(settings: &Settings) -> Pod {
 pub fn judge(answer: Result<Pod, kube::Error>) -> Result<ImageVolumeSupport, String> {
     match answer {
         Ok(pod) => {
-            let kept = pod
-                .spec
-                .and_then(|s| s.volumes)
-                .is_some_and(|v| v.iter().any(|v| v.image.is_some()));
-            Ok(if kept {
-                ImageVolumeSupport::Supported
-            } else {
-                ImageVolumeSupport::Unsupported(
-                    "the API server dropped volumes[].image from a dry-run pod".to_owned(),
-                )
-            })
+            let volumes = pod.spec.and_then(|s| s.volumes).unwrap_or_default();
+            if volumes.iter().any(|v| v.image.is_some()) {
+                return Ok(ImageVolumeSupport::Supported);
+            }
+            // Seen on kube-apiserver 1.34.4 with the gate off: the pod is
+            // accepted without the field, so a real pod would start with no
+            // instrumentation in the mount, silently.
+            let instead = match volumes.first() {
+                Some(v) if v.empty_dir.is_some() => "an emptyDir in its place",
+                Some(_) => "the volume without a source",
+                None => "no volume",
+            };
+            Ok(ImageVolumeSupport::Unsupported(format!(
+                "the API server dropped volumes[].image from a dry-run pod and kept {instead}: its ImageVolume feature gate is off"
+            )))
         }
         Err(kube::Error::Api(status)) => {
             let hint = if status.message.contains("must specify a volume type") {
@@ -208,10 +213,12 @@ mod tests {
         if let Some(v) = dropped.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
             v[0].image = None;
         }
-        assert!(matches!(
-            judge(Ok(dropped)),
-            Ok(ImageVolumeSupport::Unsupported(_))
-        ));
+        match judge(Ok(dropped)) {
+            Ok(ImageVolumeSupport::Unsupported(why)) => {
+                assert!(why.contains("ImageVolume feature gate is off"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
         let refused = kube::Error::Api(
             kube::core::Status::failure(
                 "Pod \"x\" is invalid: spec.volumes[0]: Required value: must specify a volume type",
