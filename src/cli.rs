@@ -19,6 +19,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the admission webhook (HTTPS) and its admin port (HTTP).
     Serve(ServeArgs),
@@ -158,6 +160,38 @@ pub struct KubeArgs {
     pub own_namespace: Option<String>,
 }
 
+/// The self-managed certificate (src/k8s/selfcert.rs, docs/self-managed-tls.md).
+#[derive(Debug, Args)]
+pub struct SelfCertArgs {
+    /// Manage the serving certificate: the replica holding the Lease mints a
+    /// CA and certificate into --tls-secret and sets our webhooks' caBundle;
+    /// every replica waits for --tls-cert/--tls-key (that Secret, mounted)
+    /// and reloads it.
+    #[arg(long, env = "OTEL_INJECTOR_SELF_MANAGED_TLS", requires = "tls_cert")]
+    pub self_managed_tls: bool,
+    /// The Secret (in --pod-namespace) holding tls.crt, tls.key and ca.crt.
+    #[arg(long, default_value = "otel-injector-tls")]
+    pub tls_secret: String,
+    /// Our MutatingWebhookConfiguration: the only one whose caBundle is set.
+    #[arg(long, default_value = "otel-injector")]
+    pub webhook_configuration: String,
+    /// The Service the API server calls (the certificate's DNS names).
+    #[arg(long, default_value = "otel-injector")]
+    pub service_name: String,
+    /// Our namespace (the downward API's metadata.namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "otel-injector")]
+    pub pod_namespace: String,
+    /// The coordination.k8s.io Lease that picks the one replica that writes.
+    #[arg(long, default_value = "otel-injector-leader")]
+    pub lease_name: String,
+    /// Renew the certificate this many days before it expires.
+    #[arg(long, default_value_t = 90)]
+    pub renew_before_days: u64,
+    /// How often the leader checks the Secret and the caBundle, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub self_managed_check_seconds: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Webhook address (HTTPS).
@@ -172,6 +206,8 @@ pub struct ServeArgs {
     pub admin_listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub self_cert: SelfCertArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, ImageVolumeSource, PersistentVolumeClaimTemplate, ResourceRequirements,
+    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimTemplate, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -86,44 +86,36 @@ impl Checker {
         );
     }
 
-    /// A container's `resources`; `setting` is the key holding them.
+    /// A container's `resources`; `setting` is the key holding them
+    /// (`ValidateContainerResourceRequirements`).
     pub fn resources(&mut self, setting: &str, resources: &ResourceRequirements) {
         let requests = resources.requests.as_ref();
         let limits = resources.limits.as_ref();
+        let (mut cpu_or_memory, mut hugepages) = (false, false);
         for (part, map) in [("requests", requests), ("limits", limits)] {
             for (name, value) in map.into_iter().flatten() {
                 let key = || format!("{setting}.{part}.{name}");
                 self.record(key, name, resource_name(name));
-                let checked = quantity(&value.0).and_then(|q| {
-                    non_negative(&q)?;
-                    if is_extended_resource(name) && q.value.fract() != 0.0 {
-                        return Err("an extended resource must be a whole number".to_owned());
-                    }
-                    Ok(q)
-                });
-                self.record(key, &value.0, checked.map(drop));
+                let checked = quantity(&value.0).and_then(|q| resource_quantity(name, &q));
+                self.record(key, &value.0, checked);
+                cpu_or_memory |= matches!(name.as_str(), "cpu" | "memory");
+                hugepages |= is_hugepages(name);
             }
+        }
+        if hugepages && !cpu_or_memory {
+            self.record(
+                || setting.to_owned(),
+                "hugepages",
+                Err(
+                    "hugepages need a cpu or memory request or limit in the same container"
+                        .to_owned(),
+                ),
+            );
         }
         for (name, request) in requests.into_iter().flatten() {
             let limit = limits.and_then(|l| l.get(name));
             let key = || format!("{setting}.requests.{name}");
             self.record(key, &request.0, request_fits(name, request, limit));
-        }
-        for (name, _) in limits.into_iter().flatten() {
-            if is_extended_resource(name) || name.starts_with("hugepages-") {
-                let key = || format!("{setting}.limits.{name}");
-                let request = requests.and_then(|r| r.get(name));
-                let value = limits
-                    .and_then(|l| l.get(name))
-                    .map_or("", |q| q.0.as_str());
-                let equal = match request {
-                    Some(r) if r.0 != value => {
-                        Err(format!("must equal its request ({}) for {name}", r.0))
-                    }
-                    _ => Ok(()),
-                };
-                self.record(key, value, equal);
-            }
         }
         if resources.claims.as_ref().is_some_and(|c| !c.is_empty()) {
             self.record(
@@ -134,7 +126,8 @@ impl Checker {
         }
     }
 
-    /// Env vars appended to containers; `setting` is the key of the list.
+    /// Env vars appended to containers; `setting` is the key of the list
+    /// (`ValidateEnv`, `validateEnvVarValueFrom`).
     pub fn env(&mut self, setting: &str, env: &[EnvVar]) {
         for (i, var) in env.iter().enumerate() {
             self.record(
@@ -143,22 +136,66 @@ impl Checker {
                 env_var_name(&var.name),
             );
             if let Some(source) = &var.value_from {
+                let key = || format!("{setting}[{i}].valueFrom");
                 let both = var.value.as_deref().is_some_and(|v| !v.is_empty());
-                let sources = serde_json::to_value(source)
-                    .ok()
-                    .and_then(|v| v.as_object().map(|o| o.len()))
-                    .unwrap_or(0);
+                self.env_source(key, source);
                 let result = if both {
                     Err("valueFrom may not be given with a non-empty value".to_owned())
-                } else if sources != 1 {
-                    Err(format!(
-                        "valueFrom must name exactly one source, not {sources}"
-                    ))
                 } else {
                     Ok(())
                 };
-                self.record(|| format!("{setting}[{i}].valueFrom"), &var.name, result);
+                self.record(key, &var.name, result);
             }
+        }
+    }
+
+    fn env_source(&mut self, key: impl Fn() -> String, source: &EnvVarSource) {
+        let mut sources = 0;
+        if let Some(r) = &source.field_ref {
+            sources += 1;
+            let result = env_field_ref(r.api_version.as_deref(), &r.field_path);
+            self.record(
+                || format!("{}.fieldRef.fieldPath", key()),
+                &r.field_path,
+                result,
+            );
+        }
+        if let Some(r) = &source.resource_field_ref {
+            sources += 1;
+            let result = env_resource_field_ref(&r.resource, r.divisor.as_ref());
+            self.record(
+                || format!("{}.resourceFieldRef", key()),
+                &r.resource,
+                result,
+            );
+        }
+        if let Some(r) = &source.config_map_key_ref {
+            sources += 1;
+            let result = key_ref(&r.name, &r.key);
+            self.record(|| format!("{}.configMapKeyRef", key()), &r.key, result);
+        }
+        if let Some(r) = &source.secret_key_ref {
+            sources += 1;
+            let result = key_ref(&r.name, &r.key);
+            self.record(|| format!("{}.secretKeyRef", key()), &r.key, result);
+        }
+        if source.file_key_ref.is_some() {
+            // Alpha (EnvFiles gate, off by default): the API server drops
+            // the field before validating, leaving a valueFrom without a source.
+            self.record(
+                || format!("{}.fileKeyRef", key()),
+                "",
+                Err("needs the EnvFiles feature gate; without it the API server drops it and refuses the var".to_owned()),
+            );
+        }
+        if sources != 1 {
+            self.record(
+                key,
+                "",
+                Err(format!(
+                    "valueFrom must name exactly one of fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef, not {sources}"
+                )),
+            );
         }
     }
 
@@ -179,6 +216,19 @@ impl Checker {
                 || format!("{setting}.spec.accessModes"),
                 "",
                 Err("at least 1 access mode is required".to_owned()),
+            );
+        }
+        let other_known = |m: &String| {
+            matches!(
+                m.as_str(),
+                "ReadWriteOnce" | "ReadOnlyMany" | "ReadWriteMany"
+            )
+        };
+        if modes.iter().any(|m| m == "ReadWriteOncePod") && modes.iter().any(other_known) {
+            self.record(
+                || format!("{setting}.spec.accessModes"),
+                "ReadWriteOncePod",
+                Err("may not use ReadWriteOncePod with other access modes".to_owned()),
             );
         }
         for (i, mode) in modes.iter().enumerate() {
@@ -207,7 +257,7 @@ impl Checker {
         let checked = match storage {
             None => Err("a storage request is required".to_owned()),
             Some(q) => quantity(&q.0).and_then(|parsed| {
-                if parsed.value > 0.0 {
+                if parsed.is_positive() {
                     Ok(())
                 } else {
                     Err("must be greater than zero".to_owned())
@@ -336,16 +386,132 @@ pub fn check_settings(settings: &Settings) -> Result<(), Vec<Problem>> {
     c.into_result()
 }
 
-/// A quantity as apimachinery parses it: sign, digits, fraction, suffix.
+/// A quantity as apimachinery holds it once parsed: rounded away from zero
+/// to whole nano-units (`resource.ParseQuantity` rounds to `Nano` with
+/// `inf.RoundUp`), kept exactly in an `i128`, so that requests, limits and
+/// page sizes compare as the API server compares them ("1Gi" equals
+/// "1024Mi", "-1Gi" is negative). Beyond ±1.7e29 units, where no resource
+/// lives, `nanos` is `None` and comparisons fall back to `approx`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ParsedQuantity {
-    pub negative: bool,
-    /// The value (approximate: enough to compare requests with limits).
-    pub value: f64,
+    pub nanos: Option<i128>,
+    /// The value as a float, for the out-of-range fallback.
+    pub approx: f64,
+    pub format: QuantityFormat,
+}
+
+/// How apimachinery prints a quantity back: from the suffix it was written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantityFormat {
+    /// `Ki`, `Mi`, ...
+    BinarySI,
+    /// No suffix, or `n`, `u`, `m`, `k`, `M`, ...
+    DecimalSI,
+    /// `e3`, `E-2`, ...
+    DecimalExponent,
+}
+
+const NANOS_PER_UNIT: i128 = 1_000_000_000;
+
+impl ParsedQuantity {
+    pub fn is_negative(&self) -> bool {
+        self.nanos.map_or(self.approx < 0.0, |n| n < 0)
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.nanos.map_or(self.approx > 0.0, |n| n > 0)
+    }
+
+    pub fn compare(&self, other: &Self) -> std::cmp::Ordering {
+        match (self.nanos, other.nanos) {
+            (Some(a), Some(b)) => a.cmp(&b),
+            _ => self.approx.total_cmp(&other.approx),
+        }
+    }
+
+    /// `Quantity.Value()`: whole units, rounded up.
+    fn units(&self) -> Option<i128> {
+        self.nanos.map(|n| ceil_div(n, NANOS_PER_UNIT))
+    }
+
+    /// `Quantity.MilliValue()`: thousandths, rounded up.
+    fn millis(&self) -> Option<i128> {
+        self.nanos.map(|n| ceil_div(n, NANOS_PER_UNIT / 1000))
+    }
+
+    /// `MilliValue() % 1000 == 0`: what the API server calls an integer.
+    pub fn is_whole(&self) -> bool {
+        self.millis()
+            .map_or(self.approx.fract() == 0.0, |m| m % 1000 == 0)
+    }
+}
+
+/// Division rounding away from zero (for a positive divisor).
+fn ceil_div(n: i128, d: i128) -> i128 {
+    let q = n / d;
+    if n % d == 0 {
+        q
+    } else if n > 0 {
+        q + 1
+    } else {
+        q - 1
+    }
 }
 
 const QUANTITY_FORMAT: &str =
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+const QUANTITY_SUFFIX: &str = "unable to parse quantity's suffix";
+
+/// A suffix as powers: `(binary, decimal)`, the value being
+/// `number × 1024^binary × 10^decimal`.
+fn suffix_powers(suffix: &str) -> Result<(u32, i32), String> {
+    let binary = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    if let Some(i) = binary.iter().position(|b| *b == suffix) {
+        return Ok((i as u32 + 1, 0));
+    }
+    let decimal = match suffix {
+        "n" => -9,
+        "u" => -6,
+        "m" => -3,
+        "" => 0,
+        "k" => 3,
+        "M" => 6,
+        "G" => 9,
+        "T" => 12,
+        "P" => 15,
+        "E" => 18,
+        exponent if exponent.len() > 1 && exponent.starts_with(['e', 'E']) => exponent[1..]
+            .parse::<i32>()
+            .map_err(|_| QUANTITY_SUFFIX.to_owned())?,
+        _ => return Err(QUANTITY_SUFFIX.to_owned()),
+    };
+    Ok((0, decimal))
+}
+
+/// The magnitude in nano-units, rounded up; `None` beyond `i128`.
+fn exact_nanos(digits: &str, fraction_len: usize, binary: u32, decimal: i32) -> Option<i128> {
+    let digits = digits.trim_start_matches('0');
+    let mantissa: u128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    let scaled = mantissa.checked_mul(1024u128.checked_pow(binary)?)?;
+    let exponent = i64::from(decimal) - fraction_len as i64 + 9;
+    let magnitude = if exponent >= 0 {
+        scaled.checked_mul(10u128.checked_pow(u32::try_from(exponent).ok()?)?)?
+    } else {
+        match u32::try_from(-exponent)
+            .ok()
+            .and_then(|e| 10u128.checked_pow(e))
+        {
+            Some(divisor) => scaled.div_ceil(divisor),
+            // Smaller than a nano-unit: rounded up to one, as apimachinery does.
+            None => u128::from(scaled > 0),
+        }
+    };
+    i128::try_from(magnitude).ok()
+}
 
 /// `resource.ParseQuantity` after the JSON decoder's `strings.TrimSpace`:
 /// the API server fails the whole pod with exactly these messages.
@@ -371,10 +537,8 @@ pub fn quantity(text: &str) -> Result<ParsedQuantity, String> {
     if bytes.get(number_end) == Some(&b'.') {
         number_end = digits(number_end + 1);
     }
-    let number = &s[pos..number_end];
     // The suffix: letters of the set, then an optional signed integer.
-    let suffix_start = number_end;
-    let mut i = suffix_start;
+    let mut i = number_end;
     while i < bytes.len() && b"eEinumkKMGTP".contains(&bytes[i]) {
         i += 1;
     }
@@ -384,68 +548,100 @@ pub fn quantity(text: &str) -> Result<ParsedQuantity, String> {
     if !bytes[i..].iter().all(u8::is_ascii_digit) {
         return Err(QUANTITY_FORMAT.to_owned());
     }
-    let suffix = &s[suffix_start..];
-    let multiplier = match suffix {
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exponent if exponent.len() > 1 && exponent.starts_with(['e', 'E']) => {
-            match exponent[1..].parse::<i32>() {
-                Ok(e) => 10f64.powi(e),
-                Err(_) => return Err("unable to parse quantity's suffix".to_owned()),
-            }
-        }
-        _ => return Err("unable to parse quantity's suffix".to_owned()),
-    };
+    let (binary, decimal) = suffix_powers(&s[number_end..])?;
     // apimachinery reads "", "." and "5." as numbers (zero, five).
-    let value = match number.trim_matches('.') {
-        "" => 0.0,
-        _ => number
-            .parse::<f64>()
-            .or_else(|_| format!("{number}0").parse::<f64>())
-            .unwrap_or(0.0),
+    let whole = &s[pos..int_end];
+    let fraction = s[int_end..number_end].trim_start_matches('.');
+    let number = format!("{whole}{fraction}");
+    let mut approx = format!("0{whole}.{fraction}0")
+        .parse::<f64>()
+        .unwrap_or(0.0)
+        * 1024f64.powi(binary as i32)
+        * 10f64.powi(decimal);
+    let mut nanos = exact_nanos(&number, fraction.len(), binary, decimal);
+    if negative {
+        approx = -approx;
+        nanos = nanos.map(|n| -n);
+    }
+    let format = match (binary, &s[number_end..]) {
+        (1.., _) => QuantityFormat::BinarySI,
+        (_, suffix) if suffix.len() > 1 && suffix.starts_with(['e', 'E']) => {
+            QuantityFormat::DecimalExponent
+        }
+        _ => QuantityFormat::DecimalSI,
     };
     Ok(ParsedQuantity {
-        negative: negative && value != 0.0,
-        value: value * multiplier,
+        nanos,
+        approx,
+        format,
     })
 }
 
 fn non_negative(q: &ParsedQuantity) -> Result<(), String> {
-    if q.negative {
+    if q.is_negative() {
         Err("must be greater than or equal to 0".to_owned())
     } else {
         Ok(())
     }
 }
 
+fn is_hugepages(name: &str) -> bool {
+    name.starts_with("hugepages-")
+}
+
+/// `ValidateResourceQuantityValue` and `validateResourceQuantityHugePageValue`.
+fn resource_quantity(name: &str, q: &ParsedQuantity) -> Result<(), String> {
+    non_negative(q)?;
+    if is_extended_resource(name) && !q.is_whole() {
+        return Err("must be an integer".to_owned());
+    }
+    if let Some(size) = name.strip_prefix("hugepages-") {
+        hugepages_multiple(name, size, q)?;
+    }
+    Ok(())
+}
+
+/// `IsHugePageResourceValueDivisible`: the value in whole units (rounded
+/// up) is a multiple of the page size, itself a positive whole number.
+fn hugepages_multiple(name: &str, size: &str, q: &ParsedQuantity) -> Result<(), String> {
+    let not_multiple = || Err(format!("is not positive integer multiple of {name}"));
+    let Ok(page) = quantity(size) else {
+        return not_multiple();
+    };
+    if !page.is_positive() || !page.is_whole() {
+        return not_multiple();
+    }
+    match (page.units(), q.units()) {
+        (Some(page), Some(value)) if value % page != 0 => not_multiple(),
+        (Some(_), Some(_)) => Ok(()),
+        // Beyond any real memory size: left to the API server.
+        _ => Ok(()),
+    }
+}
+
+/// Request against limit: never above it, and equal to it for resources
+/// that cannot be overcommitted (hugepages, extended resources), which also
+/// need the limit (`IsOvercommitAllowed`).
 fn request_fits(name: &str, request: &Quantity, limit: Option<&Quantity>) -> Result<(), String> {
+    let overcommit = !is_extended_resource(name) && !is_hugepages(name);
     let Some(limit) = limit else {
-        if is_extended_resource(name) || name.starts_with("hugepages-") {
+        if !overcommit {
             return Err(format!("{name} needs a limit equal to its request"));
         }
         return Ok(());
     };
-    match (quantity(&request.0), quantity(&limit.0)) {
-        (Ok(r), Ok(l)) if r.value > l.value => Err(format!(
+    let (Ok(r), Ok(l)) = (quantity(&request.0), quantity(&limit.0)) else {
+        // Unparsable values are reported on their own.
+        return Ok(());
+    };
+    match r.compare(&l) {
+        std::cmp::Ordering::Equal => Ok(()),
+        _ if !overcommit => Err(format!("must be equal to the {name} limit of {}", limit.0)),
+        std::cmp::Ordering::Greater => Err(format!(
             "must be less than or equal to the {name} limit of {}",
             limit.0
         )),
-        // Unparsable values are reported on their own.
-        _ => Ok(()),
+        std::cmp::Ordering::Less => Ok(()),
     }
 }
 
@@ -487,6 +683,143 @@ pub fn image_volume_source(source: &ImageVolumeSource) -> Result<(), String> {
     match source.pull_policy.as_deref() {
         None | Some("") => Ok(()),
         Some(policy) => pull_policy(policy).map_err(|e| format!("pullPolicy: {e}")),
+    }
+}
+
+/// `pkg/fieldpath.SplitMaybeSubscriptedPath`: `metadata.labels['key']`.
+fn split_subscript(path: &str) -> Option<(&str, &str)> {
+    let inner = path.strip_suffix("']")?;
+    let (base, subscript) = inner.split_once("['")?;
+    (!base.is_empty()).then_some((base, subscript))
+}
+
+/// An env var's `fieldRef`: the pod's `ConvertDownwardAPIFieldLabel`, then
+/// the fields an env var may read (`validEnvDownwardAPIFieldPathExpressions`).
+/// An empty apiVersion is defaulted to v1 before validation.
+pub fn env_field_ref(api_version: Option<&str>, path: &str) -> Result<(), String> {
+    match api_version.filter(|v| !v.is_empty()) {
+        None | Some("v1") => {}
+        Some(other) => {
+            return Err(format!(
+                "error converting fieldPath: unsupported pod version: {other}"
+            ));
+        }
+    }
+    if path.is_empty() {
+        return Err("fieldPath is required".to_owned());
+    }
+    if let Some((base, subscript)) = split_subscript(path) {
+        return match base {
+            "metadata.annotations" => qualified_name(&subscript.to_lowercase()),
+            "metadata.labels" => qualified_name(subscript),
+            _ => Err(format!(
+                "error converting fieldPath: field label does not support subscript: {path}"
+            )),
+        };
+    }
+    match path {
+        "metadata.name"
+        | "metadata.namespace"
+        | "metadata.uid"
+        | "spec.nodeName"
+        | "spec.host"
+        | "spec.serviceAccountName"
+        | "status.hostIP"
+        | "status.hostIPs"
+        | "status.podIP"
+        | "status.podIPs" => Ok(()),
+        "metadata.annotations"
+        | "metadata.labels"
+        | "spec.restartPolicy"
+        | "spec.schedulerName"
+        | "status.phase" => Err(format!(
+            "{path} cannot be read by an env var (metadata.name, metadata.namespace, metadata.uid, spec.nodeName, spec.serviceAccountName, status.hostIP(s), status.podIP(s), or a subscripted metadata.labels/annotations)"
+        )),
+        _ => Err(format!(
+            "error converting fieldPath: field label not supported: {path}"
+        )),
+    }
+}
+
+/// An env var's `resourceFieldRef` (`validateContainerResourceFieldSelector`).
+pub fn env_resource_field_ref(resource: &str, divisor: Option<&Quantity>) -> Result<(), String> {
+    const EXACT: [&str; 6] = [
+        "limits.cpu",
+        "limits.memory",
+        "limits.ephemeral-storage",
+        "requests.cpu",
+        "requests.memory",
+        "requests.ephemeral-storage",
+    ];
+    if resource.is_empty() {
+        return Err("resource is required".to_owned());
+    }
+    let hugepages =
+        resource.starts_with("requests.hugepages-") || resource.starts_with("limits.hugepages-");
+    if !EXACT.contains(&resource) && !hugepages {
+        return Err(format!(
+            "resource must be one of {}, or requests./limits.hugepages-<size>",
+            EXACT.join(", ")
+        ));
+    }
+    let Some(divisor) = divisor else {
+        return Ok(());
+    };
+    let q = quantity(&divisor.0)?;
+    if q.nanos == Some(0) {
+        return Ok(());
+    }
+    let cpu = resource.ends_with(".cpu");
+    if divisor_allowed(&q, cpu) {
+        Ok(())
+    } else if cpu {
+        Err("only divisor's values 1m and 1 are supported with the cpu resource".to_owned())
+    } else {
+        Err("only divisor's values 1, 1k, 1M, 1G, 1T, 1P, 1E, 1Ki, 1Mi, 1Gi, 1Ti, 1Pi, 1Ei are supported".to_owned())
+    }
+}
+
+/// Whether the divisor's canonical form (what `Quantity.String()` prints:
+/// the largest suffix of its format that keeps the number whole) is one the
+/// API server lists: a power of 1024 in binary form, a power of 1000 in
+/// decimal form, or 1.
+fn divisor_allowed(q: &ParsedQuantity, cpu: bool) -> bool {
+    let Some(nanos) = q.nanos else {
+        return false;
+    };
+    if nanos == NANOS_PER_UNIT {
+        return true;
+    }
+    if cpu {
+        return nanos == NANOS_PER_UNIT / 1000 && q.format != QuantityFormat::DecimalExponent;
+    }
+    match q.format {
+        // Below 1024 a binary quantity prints in decimal form.
+        QuantityFormat::BinarySI if nanos >= 1024 * NANOS_PER_UNIT => {
+            (1..=6).any(|k| nanos == 1024i128.pow(k) * NANOS_PER_UNIT)
+        }
+        QuantityFormat::BinarySI | QuantityFormat::DecimalSI => {
+            (1..=6).any(|k| nanos == 1000i128.pow(k) * NANOS_PER_UNIT)
+        }
+        QuantityFormat::DecimalExponent => false,
+    }
+}
+
+/// A `configMapKeyRef`/`secretKeyRef`: a DNS subdomain name and a key of
+/// `[-._a-zA-Z0-9]+` (`validateConfigMapKeySelector`, `IsConfigMapKey`).
+fn key_ref(name: &str, key: &str) -> Result<(), String> {
+    dns_subdomain(name).map_err(|e| format!("name {name:?} {e}"))?;
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && key != "."
+        && !key.starts_with("..");
+    if ok {
+        Ok(())
+    } else {
+        Err("a key must be at most 253 letters, digits, '-', '_' or '.', and not '.' or start with '..'".to_owned())
     }
 }
 
@@ -533,7 +866,15 @@ pub fn dns_label(name: &str) -> Result<(), String> {
 pub fn dns_subdomain(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.split('.').all(|label| dns_label(label).is_ok());
+        // Unlike a label on its own, a part of a subdomain may be longer than 63.
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
     if ok {
         Ok(())
     } else {
@@ -742,9 +1083,28 @@ mod tests {
         }
         let err = quantity("200MB").expect_err("MB");
         assert!(err.contains("regular expression"), "{err}");
-        assert_eq!(quantity("1Ki").map(|q| q.value), Ok(1024.0));
-        assert_eq!(quantity("-1").map(|q| q.negative), Ok(true));
-        assert_eq!(quantity("-0").map(|q| q.negative), Ok(false));
+        let nanos = |s: &str| quantity(s).map(|q| q.nanos);
+        assert_eq!(nanos("1Ki"), Ok(Some(1024 * NANOS_PER_UNIT)));
+        assert_eq!(nanos("1Gi"), nanos("1024Mi"));
+        assert_eq!(nanos("0.1"), nanos("100m"));
+        assert_eq!(nanos("1e3"), nanos("1k"));
+        assert_eq!(
+            nanos("-1Gi"),
+            Ok(Some(-1024 * 1024 * 1024 * NANOS_PER_UNIT))
+        );
+        // Below a nano-unit: rounded away from zero, as apimachinery does.
+        assert_eq!(nanos("1e-12"), Ok(Some(1)));
+        assert_eq!(nanos("-1e-12"), Ok(Some(-1)));
+        assert_eq!(quantity("-1").map(|q| q.is_negative()), Ok(true));
+        assert_eq!(quantity("-0").map(|q| q.is_negative()), Ok(false));
+        assert_eq!(quantity("-0.0").map(|q| q.is_positive()), Ok(false));
+        // Beyond i128 nano-units: compared approximately, still ordered.
+        let (big, bigger) = (
+            quantity("1e40").expect("1e40"),
+            quantity("1e41").expect("1e41"),
+        );
+        assert_eq!(big.nanos, None);
+        assert_eq!(big.compare(&bigger), std::cmp::Ordering::Less);
     }
 
     #[test]
@@ -885,6 +1245,214 @@ mod tests {
         assert_eq!(
             check(&[("example.com/gpu", "1")], &[]),
             Err("r.requests.example.com/gpu".into())
+        );
+    }
+}
+
+/// The three values that still got pods refused (issue 23), and their valid
+/// neighbours, through the checks an Instrumentation goes through.
+#[cfg(test)]
+mod refused_by_the_api_server {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        ObjectFieldSelector, PersistentVolumeClaimSpec, ResourceFieldSelector,
+        VolumeResourceRequirements,
+    };
+
+    fn quantities(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, Quantity>> {
+        (!pairs.is_empty()).then(|| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                .collect()
+        })
+    }
+
+    fn resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Vec<Problem> {
+        let mut c = Checker::default();
+        c.resources(
+            "r",
+            &ResourceRequirements {
+                requests: quantities(requests),
+                limits: quantities(limits),
+                ..Default::default()
+            },
+        );
+        c.into_result().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn hugepages_need_a_page_multiple_and_cpu_or_memory() {
+        let problems = resources(&[], &[("hugepages-2Mi", "1")]);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.setting == "r.limits.hugepages-2Mi" && p.reason.contains("multiple")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.reason.contains("cpu or memory")),
+            "{problems:?}"
+        );
+        // A multiple, but still no cpu or memory.
+        assert_eq!(resources(&[], &[("hugepages-2Mi", "4Mi")]).len(), 1);
+        assert_eq!(
+            resources(&[], &[("hugepages-2Mi", "4Mi"), ("memory", "64Mi")]),
+            vec![]
+        );
+        // Request and limit compare by value, not by spelling.
+        assert_eq!(
+            resources(
+                &[("hugepages-2Mi", "1Gi"), ("cpu", "1")],
+                &[("hugepages-2Mi", "1024Mi")]
+            ),
+            vec![]
+        );
+        let problems = resources(
+            &[("hugepages-2Mi", "2Mi"), ("cpu", "1")],
+            &[("hugepages-2Mi", "4Mi")],
+        );
+        assert!(
+            problems.iter().any(|p| p.reason.contains("must be equal")),
+            "{problems:?}"
+        );
+        assert!(!resources(&[("cpu", "1")], &[("hugepages-1Gi", "1Mi")]).is_empty());
+        assert!(!resources(&[("cpu", "1")], &[("hugepages-0", "0")]).is_empty());
+        assert!(
+            !resources(&[("example.com/gpu", "1.5")], &[("example.com/gpu", "1.5")]).is_empty()
+        );
+    }
+
+    fn env_with(source: EnvVarSource) -> Vec<Problem> {
+        let mut c = Checker::default();
+        c.env(
+            "spec.python.env",
+            &[EnvVar {
+                name: "X".to_owned(),
+                value_from: Some(source),
+                ..Default::default()
+            }],
+        );
+        c.into_result().err().unwrap_or_default()
+    }
+
+    fn field_ref(path: &str) -> Vec<Problem> {
+        env_with(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: path.to_owned(),
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn env_field_paths_as_the_pod_converts_them() {
+        let problems = field_ref("spec.nope");
+        assert!(
+            problems.iter().any(
+                |p| p.setting == "spec.python.env[0].valueFrom.fieldRef.fieldPath"
+                    && p.value == "spec.nope"
+                    && p.reason.contains("error converting fieldPath")
+            ),
+            "{problems:?}"
+        );
+        for ok in [
+            "metadata.name",
+            "spec.nodeName",
+            "status.podIPs",
+            "metadata.labels['app']",
+            "metadata.annotations['Example.com/X']",
+        ] {
+            assert_eq!(field_ref(ok), vec![], "{ok}");
+        }
+        for bad in [
+            "",
+            "status.phase",
+            "metadata.labels",
+            "metadata.labels['a b']",
+            "spec.containers['x']",
+            "metadata.name ",
+        ] {
+            assert!(!field_ref(bad).is_empty(), "{bad:?}");
+        }
+        let resource = |resource: &str, divisor: Option<&str>| {
+            env_with(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    resource: resource.to_owned(),
+                    divisor: divisor.map(|d| Quantity(d.to_owned())),
+                    container_name: None,
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(resource("limits.memory", Some("1Mi")), vec![]);
+        assert_eq!(resource("requests.cpu", Some("1m")), vec![]);
+        assert_eq!(resource("limits.memory", Some("1000")), vec![]);
+        assert!(!resource("limits.memory", Some("1024")).is_empty());
+        assert!(!resource("limits.cpu", Some("1Mi")).is_empty());
+        assert!(!resource("limits.gpu", None).is_empty());
+        assert!(!env_with(EnvVarSource::default()).is_empty());
+    }
+
+    fn claim(storage: &str) -> Vec<Problem> {
+        let mut c = Checker::default();
+        c.volume_claim_template(
+            "t",
+            &PersistentVolumeClaimTemplate {
+                metadata: None,
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: quantities(&[("storage", storage)]),
+                        limits: None,
+                    }),
+                    ..Default::default()
+                },
+            },
+        );
+        c.into_result().err().unwrap_or_default()
+    }
+
+    #[test]
+    fn claim_storage_must_be_positive() {
+        let problems = claim("-1Gi");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.setting == "t.spec.resources.requests.storage" && p.value == "-1Gi"),
+            "{problems:?}"
+        );
+        assert!(!claim("0").is_empty());
+        assert!(!claim("-0.5").is_empty());
+        assert_eq!(claim("1Gi"), vec![]);
+        assert_eq!(claim("1e-12"), vec![]);
+    }
+
+    #[test]
+    fn read_write_once_pod_stands_alone() {
+        let mut c = Checker::default();
+        c.volume_claim_template(
+            "t",
+            &PersistentVolumeClaimTemplate {
+                metadata: None,
+                spec: PersistentVolumeClaimSpec {
+                    access_modes: Some(vec![
+                        "ReadWriteOncePod".to_owned(),
+                        "ReadOnlyMany".to_owned(),
+                    ]),
+                    resources: Some(VolumeResourceRequirements {
+                        requests: quantities(&[("storage", "1Gi")]),
+                        limits: None,
+                    }),
+                    ..Default::default()
+                },
+            },
+        );
+        let problems = c.into_result().err().unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.setting == "t.spec.accessModes"),
+            "{problems:?}"
         );
     }
 }

@@ -40,6 +40,12 @@ pub struct DeliveryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub object: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -52,9 +58,11 @@ pub struct Metrics {
     patch_bytes: Histogram,
     pub cert_expiry: Gauge<f64, AtomicU64>,
     cert_reloads: Family<ResultLabels, Counter>,
+    cert_writes: Family<WriteLabels, Counter>,
     pub instrumentations: Gauge,
     deliveries: Family<DeliveryLabels, Counter>,
     image_volumes_supported: Gauge,
+    pub instrumentations_invalid: Gauge,
 }
 
 impl Default for Metrics {
@@ -103,6 +111,12 @@ impl Metrics {
             "Serving certificate reloads, by result (success, failure)",
             cert_reloads.clone(),
         );
+        let cert_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "certificate_writes",
+            "Writes of the self-managed certificate by the leader, by object (secret, webhook) and result (success, failure)",
+            cert_writes.clone(),
+        );
         let instrumentations = Gauge::default();
         registry.register(
             "instrumentations",
@@ -121,6 +135,12 @@ impl Metrics {
             "1 when the last check found that the API server keeps volumes[].image, else 0",
             image_volumes_supported.clone(),
         );
+        let instrumentations_invalid = Gauge::default();
+        registry.register(
+            "instrumentations_invalid",
+            "Instrumentation resources whose spec fails validation (pods naming them start uninstrumented)",
+            instrumentations_invalid.clone(),
+        );
         Metrics {
             deliveries,
             image_volumes_supported,
@@ -131,7 +151,9 @@ impl Metrics {
             patch_bytes,
             cert_expiry,
             cert_reloads,
+            cert_writes,
             instrumentations,
+            instrumentations_invalid,
         }
     }
 
@@ -172,6 +194,17 @@ impl Metrics {
         let result = if ok { "success" } else { "failure" };
         self.cert_reloads
             .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A write of the self-managed certificate (`object`: secret or webhook).
+    pub fn certificate_write(&self, object: &str, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.cert_writes
+            .get_or_create(&WriteLabels {
+                object: object.to_owned(),
                 result: result.to_owned(),
             })
             .inc();

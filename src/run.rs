@@ -17,7 +17,9 @@ use crate::cli::{
 use crate::config::Config;
 use crate::delivery::{ImageVolumeState, ImageVolumeSupport};
 use crate::inject::Settings;
+use crate::k8s::lease::{self, LeaseSettings};
 use crate::k8s::probe;
+use crate::k8s::selfcert::{SelfCert, SelfCertSettings};
 use crate::k8s::{EventSink, KubeView};
 use crate::metrics::Metrics;
 use crate::policy::ClusterView;
@@ -52,10 +54,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tls::install_crypto_provider();
     // A bad config refuses to start here, naming the key (Config::validate).
     let config = load_config(args.config.config.as_deref())?;
+    let metrics = Arc::new(Metrics::new());
+    if args.self_cert.self_managed_tls {
+        start_self_managed_certificate(&args, metrics.clone()).await?;
+    }
     let store = serving_certificate(&args)?;
     let tls_config = tls::server_config(store.clone(), args.tls.client_ca.as_deref())?;
 
-    let metrics = Arc::new(Metrics::new());
     metrics.cert_expiry.set(not_after_seconds(&store));
     let readiness = Arc::new(Readiness::default());
     readiness.certs_loaded.store(true, Ordering::Release);
@@ -111,6 +116,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = admin.await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `--self-managed-tls`: starts the certificate worker (it acts only while
+/// this replica holds the Lease), then waits until the kubelet has mounted
+/// the Secret's files, which on a fresh install the leader writes first.
+async fn start_self_managed_certificate(
+    args: &ServeArgs,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let s = &args.self_cert;
+    let client = kube::Client::try_default()
+        .await
+        .context("--self-managed-tls needs the cluster: cannot configure a Kubernetes client")?;
+    let leader = lease::spawn(
+        client.clone(),
+        LeaseSettings::new(&s.pod_namespace, &s.lease_name),
+    );
+    let settings = SelfCertSettings {
+        namespace: s.pod_namespace.clone(),
+        secret: s.tls_secret.clone(),
+        webhook: s.webhook_configuration.clone(),
+        service: s.service_name.clone(),
+        renew_before: Duration::from_secs(s.renew_before_days.saturating_mul(86_400)),
+        check_every: Duration::from_secs(s.self_managed_check_seconds.max(1)),
+    };
+    tokio::spawn(SelfCert::new(client, settings, metrics).run(leader));
+    let (Some(cert), Some(key)) = (&args.tls.tls_cert, &args.tls.tls_key) else {
+        anyhow::bail!("--self-managed-tls needs --tls-cert and --tls-key (the mounted Secret)");
+    };
+    let mut waited = 0u64;
+    while !(cert.exists() && key.exists()) {
+        if waited.is_multiple_of(30) {
+            tracing::info!(cert = %cert.display(), secret = %s.tls_secret, waited_s = waited, "self-managed certificate: waiting for the Secret to be mounted");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
     Ok(())
 }
 
@@ -212,6 +255,9 @@ async fn connect_cluster(
             metrics
                 .instrumentations
                 .set(synced.instrumentation_count() as i64);
+            metrics
+                .instrumentations_invalid
+                .set(synced.invalid_instrumentation_count() as i64);
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });

@@ -82,13 +82,27 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         )],
         None => init_container_checks(pod, config),
     };
+    // The sources admission gives the volume: an emptyDir, the ephemeral
+    // claim an Instrumentation's volumeClaimTemplate makes, or the image
+    // itself (imageVolume delivery).
+    let source = volume.and_then(|v| {
+        if v.empty_dir.is_some() {
+            Some("emptyDir")
+        } else if v.ephemeral.is_some() {
+            Some("ephemeral (volumeClaimTemplate)")
+        } else if v.image.is_some() {
+            Some("image")
+        } else {
+            None
+        }
+    });
     checks.push(check(
         format!("volume {} defined", config.volume_name),
-        volume.is_some_and(|v| v.empty_dir.is_some() || v.image.is_some()),
-        match volume {
-            Some(v) if v.image.is_some() => "image",
-            Some(_) => "emptyDir",
-            None => "missing",
+        source.is_some(),
+        match (volume, source) {
+            (_, Some(source)) => source,
+            (Some(_), None) => "neither an emptyDir, an ephemeral claim nor an image",
+            (None, _) => "missing",
         },
         RECREATE,
     ));
@@ -249,16 +263,18 @@ fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
         RECREATE,
     ));
 
+    // With no endpoint configured admission sets none (the SDK's default
+    // applies), so its absence is no fault.
+    let endpoint_expected = config.exporter.endpoint.is_some();
     let required = [
         "PYTHONPATH",
         "OTEL_SERVICE_NAME",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "OTEL_TRACES_EXPORTER",
-    ];
+    ]
+    .into_iter()
+    .chain(endpoint_expected.then_some("OTEL_EXPORTER_OTLP_ENDPOINT"));
     let missing: Vec<&str> = required
-        .iter()
-        .copied()
         .filter(|n| container.env.iter().flatten().all(|v| v.name != *n))
         .collect();
     checks.push(check(

@@ -129,6 +129,52 @@ fn spans_for(receiver: &OtlpReceiver, id: &str) -> Vec<common::otlp::Span> {
         .collect()
 }
 
+/// What an opted-out or unseen pod must not have: with none of it, it could
+/// not send anything, so "sends nothing" checks the cause, not the symptom
+/// (an uninjected pod never had the receiver's endpoint to send to).
+const APP_OWN_OTEL_ENV: [&str; 3] = [
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BLRP_SCHEDULE_DELAY",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+];
+
+fn assert_untouched(pod: &Value, what: &str) {
+    assert_eq!(
+        init_count(pod),
+        0,
+        "{what}: an init container: {}",
+        pod["spec"]
+    );
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !volumes.iter().any(|v| v["name"]
+            .as_str()
+            .is_some_and(|n| n.contains("otel-auto-instrumentation"))),
+        "{what}: our volume: {volumes:?}"
+    );
+    for c in pod["spec"]["containers"].as_array().expect("containers") {
+        let ours: Vec<&str> = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .filter(|n| n.starts_with("OTEL_") || *n == "PYTHONPATH")
+            // App::adapt's own exporter timings, set on every test app.
+            .filter(|n| !APP_OWN_OTEL_ENV.contains(n))
+            .collect();
+        assert!(ours.is_empty(), "{what}: env {ours:?} in {}", c["name"]);
+        let wrapped = c["command"]
+            .to_string()
+            .contains("opentelemetry-instrument");
+        assert!(!wrapped, "{what}: wrapped command {}", c["command"]);
+    }
+    let status = &pod["metadata"]["annotations"]["otel-injector.io/status"];
+    assert_ne!(status, "injected", "{what}: status annotation");
+}
+
 fn pod_name(pod: &Value) -> String {
     pod["metadata"]["name"]
         .as_str()
@@ -163,6 +209,12 @@ fn injected_pods_run_and_send_telemetry() {
     webhook_down_during_rollout(&mut cluster, &seed);
     done("webhook down during a rollout");
     timings(&cluster);
+    // Everything the pods sent was decodable OTLP on the right paths.
+    let errors = cluster.receiver.errors();
+    assert!(
+        errors.is_empty(),
+        "the receiver refused requests: {errors:?}"
+    );
     eprintln!(
         "all node scenarios passed in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -340,13 +392,7 @@ fn opt_outs_send_nothing(cluster: &Cluster) -> String {
     for app in [&elsewhere, &opted_out] {
         cluster.apply(&app.deployment());
         let pod = rollout(&cluster.plane, &app.namespace, &app.name);
-        assert_eq!(
-            init_count(&pod),
-            0,
-            "{} must not be injected: {}",
-            app.name,
-            pod["spec"]
-        );
+        assert_untouched(&pod, &app.name);
         drive_logstream(app, &[format!("{}-0", app.name), format!("{}-1", app.name)]);
         quiet_pod = pod_name(&pod);
     }
@@ -424,11 +470,7 @@ fn webhook_down_during_rollout(cluster: &mut Cluster, app: &App) {
         None,
     );
     let pod = rollout(&cluster.plane, "cxtm", "cxtm-logstream");
-    assert_eq!(
-        init_count(&pod),
-        0,
-        "webhook down: the pod starts uninstrumented"
-    );
+    assert_untouched(&pod, "webhook down: the pod starts uninstrumented");
     drive_logstream(app, &["down-0".to_owned()]);
     std::thread::sleep(QUIET);
     assert!(

@@ -70,7 +70,10 @@ fn exporter_tls_node_ip_and_claim_template_pass_the_real_api_server() {
     plane.register_webhook(&webhook.url());
     // The operator's documented node-local collector endpoint, and TLS from
     // a Secret (client certificate and key) and a ConfigMap (CA) that do not
-    // exist: the pod must still be created (and, on a node, start).
+    // exist: the pod must still be created. This test has no node: that such
+    // a pod starts and exports over mutual TLS is tests/e2e_node_exporter.rs,
+    // and that optional volumes let it start is asserted below on the stored
+    // pod (`optional: true`).
     plane.apply(&instrumentation(
         "tls",
         json!({

@@ -165,14 +165,22 @@ impl Matrix {
     }
 
     /// `kubectl logs` of the Deployment's app container (`previous`: the
-    /// last terminated instance).
+    /// last terminated instance). A failed `kubectl logs` fails the test:
+    /// an empty string would pass every "no otel-injector line" check.
     fn logs(&self, name: &str, previous: bool) -> String {
+        self.try_logs(name, previous)
+            .unwrap_or_else(|e| panic!("kubectl logs of {name} (previous: {previous}): {e}"))
+    }
+
+    /// [`Self::logs`] for polling, where a container not started yet is
+    /// an answer to wait on, not a failure.
+    fn try_logs(&self, name: &str, previous: bool) -> Result<String, String> {
         let target = format!("deployment/{name}");
         let mut args = vec!["logs", "-n", "cxtm", target.as_str(), "-c", name];
         if previous {
             args.push("--previous");
         }
-        self.plane.try_kubectl(&args, None).unwrap_or_default()
+        self.plane.try_kubectl(&args, None)
     }
 
     /// `otel-injector verify` of a Deployment: (passed, output).
@@ -593,7 +601,7 @@ fn restricted(m: &Matrix, auto: Auto) -> String {
     let id = format!("{name}-1");
     assert!(exec(&format!("/work?id={id}")).contains("\"ping\": 200"));
     let span = eventually("the span in the app's log", TELEMETRY, || {
-        let log = m.logs(&name, false);
+        let log = m.try_logs(&name, false).unwrap_or_default();
         (log.contains(&format!("/ping?id={id}"))
             && log.contains(&format!("\"service.name\": \"{name}\"")))
         .then_some(log)

@@ -230,7 +230,7 @@ fn cert_manager_mode_adds_the_objects_of_the_overlay() {
     )
     .expect_err("an unknown certs.mode must fail to render");
     assert!(
-        err.contains("certs.mode must be secret or certManager"),
+        err.contains("certs.mode must be selfManaged, secret or certManager"),
         "{err}"
     );
 }
@@ -258,6 +258,94 @@ fn all_namespaces_mode_renders_the_component() {
     assert!(selector.get("matchLabels").is_none(), "{selector}");
     assert!(selector["matchExpressions"].is_array(), "{selector}");
     assert_same_objects(&chart, &manifests);
+}
+
+/// `certs.mode=selfManaged` renders what an overlay of manifests/ with the
+/// manifests/self-managed-tls component gives: the flag, the optional Secret
+/// volume, and RBAC limited by resourceNames.
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn self_managed_mode_renders_the_component() {
+    let chart = objects(&helm_template(&["--set", "certs.mode=selfManaged"]));
+    let overlay = tempfile::Builder::new()
+        .prefix(".overlay-self-managed-")
+        .tempdir_in(repo())
+        .expect("overlay dir");
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/self-managed-tls\n",
+    )
+    .expect("overlay");
+    let manifests = kustomize(overlay.path().to_str().expect("utf-8 path"));
+    let deployment = &manifests["Deployment otel-injector/otel-injector"];
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "--self-managed-tls")),
+        "{args}"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["optional"],
+        true
+    );
+    let role = &manifests["Role otel-injector/otel-injector-self-managed-tls"];
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["otel-injector-tls"])
+    );
+    let cluster_role = &manifests["ClusterRole /otel-injector-self-managed-tls"];
+    assert_eq!(
+        cluster_role["rules"][0]["resourceNames"],
+        serde_json::json!(["otel-injector"])
+    );
+    assert_same_objects(&chart, &manifests);
+}
+
+/// The chart's `monitoring.*` values render what an overlay of manifests/
+/// with the manifests/monitoring component gives: ServiceMonitor,
+/// PrometheusRule and the dashboard's ConfigMap.
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn monitoring_values_render_the_component() {
+    let chart = objects(&helm_template(&[
+        "--set",
+        "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
+    ]));
+    let overlay = tempfile::Builder::new()
+        .prefix(".overlay-monitoring-")
+        .tempdir_in(repo())
+        .expect("overlay dir");
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/monitoring\n",
+    )
+    .expect("overlay");
+    let manifests = kustomize(overlay.path().to_str().expect("utf-8 path"));
+    for key in [
+        "ServiceMonitor otel-injector/otel-injector",
+        "PrometheusRule otel-injector/otel-injector",
+        "ConfigMap otel-injector/otel-injector-dashboard",
+    ] {
+        assert!(manifests.contains_key(key), "{key}: {:?}", manifests.keys());
+    }
+    let dashboard = &manifests["ConfigMap otel-injector/otel-injector-dashboard"];
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["otel-injector.json"]
+        .as_str()
+        .expect("dashboard");
+    let parsed: Value = serde_json::from_str(json).expect("dashboard JSON");
+    assert_eq!(parsed["uid"], "otel-injector");
+    assert_same_objects(&chart, &manifests);
+
+    // Off by default: none of them without the values.
+    let plain = objects(&helm_template(&[]));
+    assert!(
+        !plain
+            .keys()
+            .any(|k| k.starts_with("ServiceMonitor") || k.starts_with("PrometheusRule")),
+        "{:?}",
+        plain.keys()
+    );
 }
 
 #[test]
@@ -312,6 +400,11 @@ fn helm_lint_passes() {
         &[][..],
         &["--set", "certs.mode=certManager"][..],
         &["--set", "webhook.allNamespaces=true"][..],
+        &["--set", "certs.mode=selfManaged"][..],
+        &[
+            "--set",
+            "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",
+        ][..],
     ] {
         let mut args = vec!["lint", "--strict", CHART];
         args.extend_from_slice(values);

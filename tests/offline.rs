@@ -430,3 +430,60 @@ spec:
     let text = otel_injector::offline::explain(deployment, &in_config, "default").expect("explain");
     assert!(!text.contains("is neither"), "{text}");
 }
+
+/// Issue 25: `verify` must not FAIL what admission itself makes. Two cases
+/// that did: a claim template (the volume is `ephemeral`, not an emptyDir)
+/// and a config with no exporter endpoint (the SDK's default applies).
+#[test]
+fn verify_passes_what_admission_makes_with_a_claim_template_or_no_endpoint() {
+    let completed = |mut admitted: Value| {
+        admitted["status"] = json!({"initContainerStatuses": [{"name": "opentelemetry-auto-instrumentation-python",
+            "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": 0}}}]});
+        admitted
+    };
+    let fails = |checks: Vec<verify::Check>| -> Vec<String> {
+        checks
+            .into_iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| format!("{}: {}", c.what, c.detail))
+            .collect()
+    };
+
+    let mut no_endpoint = Config::default();
+    no_endpoint.exporter.endpoint = None;
+    let admitted = common::admit_with(
+        &fixture("seed-pod.json"),
+        "cxtm",
+        &no_endpoint,
+        &otel_injector::policy::StaticView,
+    );
+    assert!(admitted.pod.to_string().contains("PYTHONPATH"), "injected");
+    let failed = fails(verify::check_pod(
+        &pod(completed(admitted.pod)),
+        &no_endpoint,
+    ));
+    assert!(failed.is_empty(), "no endpoint configured: {failed:?}");
+
+    let cluster = offline::FileView::default().with_instrumentation(
+        "cxtm",
+        "claim",
+        json!({"python": {"volumeClaimTemplate": {"spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}}}}}}),
+    );
+    let mut seed = fixture("seed-pod.json");
+    seed["metadata"]["annotations"] =
+        json!({"instrumentation.opentelemetry.io/inject-python": "claim"});
+    let config = Config::default();
+    let admitted = common::admit_with(&seed, "cxtm", &config, &cluster);
+    assert!(
+        admitted.pod["spec"]["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v.get("ephemeral").is_some())),
+        "the claim template made an ephemeral volume: {}",
+        admitted.pod["spec"]["volumes"]
+    );
+    let failed = fails(verify::check_pod(&pod(completed(admitted.pod)), &config));
+    assert!(failed.is_empty(), "claim template: {failed:?}");
+}

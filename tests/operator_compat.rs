@@ -932,16 +932,17 @@ fn node_and_pod_ip_come_first_so_endpoints_expand() {
         json!({"exporter": {"endpoint": endpoint}}),
     );
     let cases = [
-        // (container env, where OTEL_NODE_IP must be)
-        (json!(null), 0),
+        // (container env, where OTEL_NODE_IP must be, where OTEL_POD_IP must be)
+        (json!(null), 0, 1),
         (
             json!([{"name": "A", "value": "1"}, {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": endpoint}]),
             0,
+            1,
         ),
         // The container's own OTEL_NODE_IP is kept; OTEL_POD_IP goes before it.
-        (json!([{"name": "OTEL_NODE_IP", "value": "10.0.0.1"}]), 1),
+        (json!([{"name": "OTEL_NODE_IP", "value": "10.0.0.1"}]), 1, 0),
     ];
-    for (env, at) in cases {
+    for (env, at, pod_ip_at) in cases {
         let mut container = json!({"name": "app", "image": "app:1"});
         if !env.is_null() {
             container["env"] = env.clone();
@@ -955,10 +956,7 @@ fn node_and_pod_ip_come_first_so_endpoints_expand() {
             .iter()
             .position(|n| n == "OTEL_EXPORTER_OTLP_ENDPOINT");
         assert_eq!(node, Some(at), "{env}: {names:?}");
-        assert!(
-            pod_ip.is_some() && node < pod_ip || names[at] == "OTEL_NODE_IP",
-            "{names:?}"
-        );
+        assert_eq!(pod_ip, Some(pod_ip_at), "{env}: {names:?}");
         assert!(endpoint_at > node, "{env}: {names:?}");
         assert_eq!(
             names.iter().filter(|n| *n == "OTEL_NODE_IP").count(),
@@ -1060,15 +1058,19 @@ fn spec_env_resource_attributes_are_merged_not_replacing() {
     let pod = json!({"metadata": {"name": "p", "annotations": {INJECT: "inst"}}, "spec": {"containers": [{"name": "app", "image": "app:1", "env": [
         {"name": "OTEL_RESOURCE_ATTRIBUTES", "valueFrom": {"configMapKeyRef": {"name": "attrs", "key": "a"}}}]}]}});
     let out = admit_with(&pod, "ns", &bare_config(), &cluster);
-    let var = &out.pod["spec"]["containers"][0]["env"]
+    let vars: Vec<&Value> = out.pod["spec"]["containers"][0]["env"]
         .as_array()
-        .and_then(|e| {
-            e.iter()
-                .find(|v| v["name"] == "OTEL_RESOURCE_ATTRIBUTES")
-                .cloned()
-        })
-        .unwrap_or_default();
-    assert!(var.get("value").is_none(), "{var}");
+        .expect("env")
+        .iter()
+        .filter(|v| v["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+        .collect();
+    assert_eq!(
+        vars,
+        [
+            &json!({"name": "OTEL_RESOURCE_ATTRIBUTES", "valueFrom": {"configMapKeyRef": {"name": "attrs", "key": "a"}}})
+        ],
+        "the user's valueFrom var, once, exactly as written"
+    );
 }
 
 /// sdk_test.go `TestChooseServiceName`, the label and annotation rows:

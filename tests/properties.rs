@@ -869,6 +869,76 @@ proptest! {
     }
 }
 
+/// A pod that nothing in it should keep from being instrumented in `cxtm`:
+/// no annotations, no init containers, no volumes, no sidecar names, a
+/// registry image. The README's contract for the built-in profile: "the
+/// first container that is not a known sidecar" is instrumented, through one
+/// init container. Independent of what `admit` decides, so a regression that
+/// stopped injecting (which the keep-everything properties above would
+/// accept) fails here.
+fn plain_pod() -> impl Strategy<Value = Value> {
+    let container = (
+        re(r"app-[a-z0-9]{0,6}"),
+        prop::option::of(prop_oneof![
+            Just("python"),
+            Just("python3"),
+            Just("gunicorn")
+        ]),
+        prop::collection::vec((re(r"USER_[A-Z]{1,6}"), re(r"[a-z0-9]{0,8}")), 0..4),
+    );
+    (re(r"[a-z][a-z0-9-]{0,20}"), prop::collection::vec(container, 1..4)).prop_map(
+        |(name, containers)| {
+            let mut seen = HashSet::new();
+            let containers: Vec<Value> = containers
+                .into_iter()
+                .filter(|(n, _, _)| seen.insert(n.clone()))
+                .map(|(n, command, env)| {
+                    let mut env_seen = HashSet::new();
+                    let env: Vec<Value> = env
+                        .into_iter()
+                        .filter(|(k, _)| env_seen.insert(k.clone()))
+                        .map(|(k, v)| json!({"name": k, "value": v}))
+                        .collect();
+                    let mut c = json!({"name": n, "image": "registry.example.com/cxtm/app:1.0", "env": env});
+                    if let Some(cmd) = command {
+                        c["command"] = json!([cmd, "app.py"]);
+                    }
+                    c
+                })
+                .collect();
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": NAMESPACE},
+                   "spec": {"containers": containers}})
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(proptest_config((cases() / 4).max(100)))]
+
+    #[test]
+    fn plain_pods_in_the_namespace_are_injected(pod in plain_pod()) {
+        let admitted = try_admit(&pod, NAMESPACE, &Config::default(), &StaticView)
+            .map_err(|e| TestCaseError::fail(format!("{e}\npod: {pod:#}")))?;
+        let inits: Vec<&Value> = array(&admitted.pod["spec"], "initContainers")
+            .iter()
+            .filter(|c| c["name"] == DEFAULT_NAME)
+            .collect();
+        prop_assert_eq!(inits.len(), 1, "one init container: {:#}", admitted.pod["spec"]);
+        let first = &admitted.pod["spec"]["containers"][0];
+        let first_env: Vec<&str> = array(first, "env").iter().filter_map(|v| v["name"].as_str()).collect();
+        prop_assert!(first_env.contains(&"PYTHONPATH"), "first container instrumented: {first:#}");
+        prop_assert!(
+            array(first, "volumeMounts").iter().any(|m| m["mountPath"] == DEFAULT_MOUNT_PATH),
+            "first container mounts the instrumentation: {first:#}"
+        );
+        prop_assert_eq!(
+            &admitted.pod["metadata"]["annotations"]["otel-injector.io/status"],
+            "injected"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(proptest_config((cases() / 4).max(100)))]
 

@@ -1,7 +1,8 @@
 //! The command wrapper's guard (`otel_injector::inject::command::GUARD`) run
 //! by a real Python: with a wrapper that starts the command, and with one
-//! that cannot run in this Python. Needs `python3` on PATH (skipped, and
-//! saying so, without it). The same guard on CPython 3.9 with the operator's
+//! that cannot run in this Python. Needs `python3` on PATH (a README
+//! requirement: without it these tests fail, saying so, rather than pass
+//! having checked nothing). The same guard on CPython 3.9 with the operator's
 //! image runs on the real node in tests/e2e_runtime.rs.
 
 use std::path::Path;
@@ -9,22 +10,23 @@ use std::process::{Command, Output};
 
 use otel_injector::inject::command::GUARD;
 
-fn python() -> Option<&'static str> {
+fn python() -> &'static str {
     let ok = Command::new("python3")
         .arg("-c")
         .arg("pass")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIPPED: no python3 on PATH");
-    }
-    ok.then_some("python3")
+    assert!(
+        ok,
+        "these tests run the guard in a real Python: no working python3 on PATH"
+    );
+    "python3"
 }
 
 /// A mount with `bin/opentelemetry-instrument` = `wrapper`, and an app that
 /// prints its PYTHONPATH and whether the wrapper's marker reached it.
-fn run_guarded(dir: &Path, wrapper: &str) -> Option<Output> {
-    let python = python()?;
+fn run_guarded(dir: &Path, wrapper: &str) -> Output {
+    let python = python();
     let mount = dir.join("otel");
     std::fs::create_dir_all(mount.join("bin")).expect("mkdir");
     std::fs::create_dir_all(dir.join("lib")).expect("mkdir");
@@ -40,7 +42,7 @@ fn run_guarded(dir: &Path, wrapper: &str) -> Option<Output> {
         "{mount}/opentelemetry/instrumentation/auto_instrumentation:{}:{mount}",
         user_lib.display()
     );
-    let out = Command::new(python)
+    Command::new(python)
         .args([
             "-S",
             "-c",
@@ -52,8 +54,7 @@ fn run_guarded(dir: &Path, wrapper: &str) -> Option<Output> {
         .env("PYTHONPATH", pythonpath)
         .env_remove("MARK")
         .output()
-        .expect("run python3");
-    Some(out)
+        .expect("run python3")
 }
 
 #[test]
@@ -61,9 +62,7 @@ fn a_working_wrapper_starts_the_command_through_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let wrapper =
         "import os, sys\nos.environ['MARK'] = 'wrapped'\nos.execvp(sys.argv[1], sys.argv[1:])\n";
-    let Some(out) = run_guarded(dir.path(), wrapper) else {
-        return;
-    };
+    let out = run_guarded(dir.path(), wrapper);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -80,9 +79,7 @@ fn a_wrapper_that_cannot_run_starts_the_command_uninstrumented_and_says_so_once(
     let dir = tempfile::tempdir().expect("tempdir");
     // What the operator's 0.54b1 wrapper does on CPython 3.9.
     let wrapper = "from typing import TypeAliasThatDoesNotExist\n";
-    let Some(out) = run_guarded(dir.path(), wrapper) else {
-        return;
-    };
+    let out = run_guarded(dir.path(), wrapper);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the app ran: {stdout}\n{stderr}");
@@ -109,7 +106,7 @@ fn a_wrapper_that_cannot_run_starts_the_command_uninstrumented_and_says_so_once(
 #[test]
 fn a_command_that_does_not_exist_fails_as_it_would_without_us() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some(python) = python() else { return };
+    let python = python();
     let mount = dir.path().join("otel");
     std::fs::create_dir_all(mount.join("bin")).expect("mkdir");
     let wrapper = mount.join("bin/opentelemetry-instrument");

@@ -146,6 +146,14 @@ pub fn settings_for(
     Ok(merge(&spec, base))
 }
 
+/// Whether [`settings_for`] would use this `spec`: pods that name an
+/// Instrumentation whose spec fails are not instrumented, so the watch
+/// counts them for the `otel_injector_instrumentations_invalid` gauge (and
+/// its alert) before any pod names one.
+pub fn is_usable(spec: Option<&serde_json::Value>) -> bool {
+    decode_spec(spec).is_ok_and(|spec| check(&spec).is_ok())
+}
+
 /// Whether a volumeClaimTemplate is Go's zero value, which the operator
 /// treats as absent (an emptyDir instead: `reflect.ValueOf(t).IsZero()` in
 /// its `instrVolume`). The operator's own Instrumentation webhook defaults it
@@ -468,6 +476,28 @@ mod tests {
             assert!(err.contains(field), "{spec}: {err}");
             assert!(err.contains("Instrumentation cxtm/inst"), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn usable_agrees_with_settings_for() {
+        let base = Settings::from_config(&Config::default());
+        for spec in [
+            serde_json::json!({}),
+            serde_json::json!({"python": {"image": "example.com/python:1"}}),
+            serde_json::json!({"imagePullPolicy": "Sometimes"}),
+            serde_json::json!({"python": {"image": 42}}),
+            serde_json::json!({"env": [{"name": "NOT OK", "value": "2"}]}),
+        ] {
+            assert_eq!(
+                is_usable(Some(&spec)),
+                settings_for("cxtm", "inst", Some(&spec), &base).is_ok(),
+                "{spec}"
+            );
+        }
+        assert!(is_usable(None));
+        assert!(!is_usable(Some(
+            &serde_json::json!({"imagePullPolicy": "Sometimes"})
+        )));
     }
 
     #[test]

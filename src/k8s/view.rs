@@ -142,6 +142,18 @@ impl KubeView {
         self.instrumentation_store().map_or(0, |s| s.len())
     }
 
+    /// Instrumentations whose spec would not be used (see
+    /// [`instrumentation::is_usable`]).
+    pub fn invalid_instrumentation_count(&self) -> usize {
+        self.instrumentation_store().map_or(0, |store| {
+            store
+                .state()
+                .iter()
+                .filter(|o| !instrumentation::is_usable(o.data.get("spec")))
+                .count()
+        })
+    }
+
     fn instrumentation_store(&self) -> Option<Store<DynamicObject>> {
         match &*self.instrumentations.borrow() {
             InstrumentationWatch::Watching(store) => Some(store.clone()),
