@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::delivery::ImageVolumeState;
 use crate::metrics::Metrics;
 
 /// Readiness: certificates loaded, watches synced (when enabled), not draining.
@@ -18,6 +19,9 @@ pub struct Readiness {
     pub certs_loaded: AtomicBool,
     pub watches_synced: AtomicBool,
     pub draining: AtomicBool,
+    /// Not a condition of readiness (the fallback serves every pod), a
+    /// detail of `/readyz`: why imageVolume delivery is not available.
+    pub image_volumes: Arc<ImageVolumeState>,
 }
 
 impl Readiness {
@@ -62,7 +66,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, state.readiness.explain())
+    let mut body = state.readiness.explain().to_owned();
+    if let Some(why) = state.readiness.image_volumes.get().refusal() {
+        body.push_str("; imageVolume delivery falls back to initContainer: ");
+        body.push_str(&why);
+    }
+    (status, body)
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
@@ -73,4 +82,55 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
         )],
         state.metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::ImageVolumeSupport;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn readyz_of(readiness: Arc<Readiness>) -> (StatusCode, String) {
+        let app = router(AdminState {
+            readiness,
+            metrics: Arc::new(Metrics::new()),
+        });
+        let request = Request::get("/readyz")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(request).await.expect("response");
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_names_the_image_volume_fallback_and_stays_ready() {
+        let readiness = Arc::new(Readiness::default());
+        readiness.certs_loaded.store(true, Ordering::Release);
+        readiness.watches_synced.store(true, Ordering::Release);
+        assert_eq!(
+            readyz_of(readiness.clone()).await,
+            (StatusCode::OK, "ready".to_owned())
+        );
+        readiness
+            .image_volumes
+            .set(ImageVolumeSupport::Unsupported("the gate is off".into()));
+        let (status, body) = readyz_of(readiness.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "ready; imageVolume delivery falls back to initContainer: the gate is off"
+        );
+        readiness.image_volumes.set(ImageVolumeSupport::Supported);
+        assert_eq!(readyz_of(readiness).await.1, "ready");
+    }
 }

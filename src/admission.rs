@@ -10,6 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::config::Config;
+use crate::delivery::{self, Chosen};
 use crate::guard;
 use crate::inject::{self, Injection, JsonPatch, ROLLED_BACK_ANNOTATION, Settings};
 use crate::policy::{self, ClusterView, Scope};
@@ -148,6 +149,8 @@ pub struct Admission {
     /// The response's `warnings`: the mutation's, then admission's own
     /// (the endpoint lint, the reason an in-scope pod is untouched).
     pub warnings: Vec<String>,
+    /// The delivery asked for and used, when the pod was in scope.
+    pub delivery: Option<Chosen>,
 }
 
 impl Admission {
@@ -175,6 +178,7 @@ impl Admission {
             outcome: Outcome::Error,
             reason: why,
             injection: None,
+            delivery: None,
         }
     }
 }
@@ -220,6 +224,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
                 outcome: Outcome::OutOfScope,
                 injection: None,
                 warnings: Vec::new(),
+                delivery: None,
             };
         }
         Scope::Unresolvable { why } => return Admission::unresolvable(why),
@@ -239,6 +244,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
             outcome: Outcome::RolledBack,
             reason,
             injection: None,
+            delivery: None,
         };
     }
     // Instrumentation values are checked where they are read; the base
@@ -246,35 +252,32 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
     if let Some(unusable) = &ctx.base.unusable {
         return Admission::unresolvable(unusable.clone());
     }
+    let mut delivery_warnings = Vec::new();
+    let chosen = delivery::choose(
+        pod,
+        ns_annotations.as_ref(),
+        settings.delivery,
+        &ctx.cluster.image_volumes(),
+        &mut delivery_warnings,
+    );
     let request = inject::Request {
         namespace,
         name,
         container_names: container_names.clone(),
         platform,
         workload: ctx.cluster.workload(pod, namespace),
+        delivery: Some(chosen.delivery),
     };
     let injection = inject::inject(pod, &settings, &request);
     let outcome = Outcome::from(&injection.outcome);
     let reason = match &injection.outcome {
         inject::Outcome::Injected => why.clone(),
         inject::Outcome::AlreadyInjected { marker } => {
-            format!("pod already has init container {marker}")
+            format!("pod already has {marker}")
         }
         inject::Outcome::Skipped { reason } => reason.clone(),
     };
-    // The mutation keeps its own for callers that read it alone; most pods have none.
-    let mut warnings = injection.warnings.clone();
-    if injection.outcome == inject::Outcome::Injected {
-        warnings.extend(
-            settings
-                .not_applied
-                .iter()
-                .map(|n| format!("otel-injector: {n}")),
-        );
-    }
-    if let Some(lint) = endpoint_warning(&settings) {
-        warnings.push(lint);
-    }
+    let warnings = admission_warnings(&injection, &settings, delivery_warnings);
     Admission {
         scope: Scope::Inject {
             settings,
@@ -286,7 +289,33 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         reason,
         injection: Some(injection),
         warnings,
+        delivery: Some(chosen),
     }
+}
+
+/// The response's warnings: the mutation's, then (for an injected pod) the
+/// delivery's and what of an Instrumentation is not applied, then the
+/// endpoint lint.
+fn admission_warnings(
+    injection: &Injection,
+    settings: &Settings,
+    delivery_warnings: Vec<String>,
+) -> Vec<String> {
+    // The mutation keeps its own for callers that read it alone; most pods have none.
+    let mut warnings = injection.warnings.clone();
+    if injection.outcome == inject::Outcome::Injected {
+        warnings.extend(delivery_warnings);
+        warnings.extend(
+            settings
+                .not_applied
+                .iter()
+                .map(|n| format!("otel-injector: {n}")),
+        );
+    }
+    if let Some(lint) = endpoint_warning(settings) {
+        warnings.push(lint);
+    }
+    warnings
 }
 
 /// What the container will see for the exporter: configured env beats the

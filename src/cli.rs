@@ -169,6 +169,14 @@ pub struct KubeArgs {
     /// Name of the fleet reconciler's Lease: one replica at a time reconciles.
     #[arg(long, default_value = "otel-injector-fleet")]
     pub lease_name: String,
+    /// Check that the API server keeps image volumes (a dry-run pod create)
+    /// at start and then every this many seconds (imageVolume delivery).
+    #[arg(long, default_value_t = 300)]
+    pub image_volume_check_seconds: u64,
+    /// The namespace of the image volume check's dry-run pod; default: the
+    /// client's (in a cluster, the webhook's own).
+    #[arg(long, env = "OTEL_INJECTOR_NAMESPACE")]
+    pub own_namespace: Option<String>,
 }
 
 /// The self-managed certificate (src/k8s/selfcert.rs, docs/self-managed-tls.md).

@@ -92,6 +92,53 @@ pub struct Config {
     pub allow_cross_namespace_instrumentation: bool,
     /// The reconciler: coverage, catch-up and rollback (docs/fleet.md).
     pub fleet: Fleet,
+    /// How the instrumentation reaches the pod: copied by an init container
+    /// (every cluster) or mounted as an image volume (Kubernetes 1.33+ with
+    /// the ImageVolume gate, containerd 2.1+; docs/delivery.md). A pod may
+    /// choose with the `otel-injector.io/delivery` annotation.
+    pub delivery: Delivery,
+}
+
+/// How the auto-instrumentation reaches the pod's containers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Delivery {
+    /// An init container copies the image's files into an emptyDir.
+    #[default]
+    InitContainer,
+    /// The image itself is mounted read-only (`volumes[].image`): no copy,
+    /// no extra container, nothing that runs as root.
+    ImageVolume,
+}
+
+impl Delivery {
+    pub const ALL: [Delivery; 2] = [Delivery::InitContainer, Delivery::ImageVolume];
+
+    /// The config and annotation value, also the metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Delivery::InitContainer => "initContainer",
+            Delivery::ImageVolume => "imageVolume",
+        }
+    }
+}
+
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl std::str::FromStr for Delivery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Delivery::ALL
+            .into_iter()
+            .find(|d| d.label() == s.trim())
+            .ok_or_else(|| {
+                format!("unknown delivery {s:?} (expected initContainer or imageVolume)")
+            })
+    }
 }
 
 /// What the reconciler (on the Lease holder only) does on its own.
@@ -208,6 +255,15 @@ impl Platform {
             Platform::Musl => "/autoinstrumentation-musl/.",
         }
     }
+
+    /// The same directory relative to the image's root: the `subPath` of an
+    /// image volume's mount, so the app sees the same tree as after the copy.
+    pub fn image_sub_path(self) -> &'static str {
+        match self {
+            Platform::Glibc => "autoinstrumentation",
+            Platform::Musl => "autoinstrumentation-musl",
+        }
+    }
 }
 
 impl std::str::FromStr for Platform {
@@ -293,6 +349,7 @@ impl Default for Config {
             platform: Platform::Glibc,
             allow_cross_namespace_instrumentation: true,
             fleet: Fleet::default(),
+            delivery: Delivery::InitContainer,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, PersistentVolumeClaimTemplate, ResourceRequirements,
+    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimTemplate, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -358,6 +358,21 @@ pub fn check_settings(settings: &Settings) -> Result<(), Vec<Problem>> {
     if let Some(policy) = &settings.image_pull_policy {
         c.pull_policy("imagePullPolicy", policy);
     }
+    // The same two values become `volumes[].image` when a pod gets imageVolume
+    // delivery (the config's default or its annotation): checked as that too,
+    // unless already refused above.
+    let source = crate::inject::image_volume(settings)
+        .image
+        .unwrap_or_default();
+    if c.problems.is_empty()
+        && let Err(reason) = image_volume_source(&source)
+    {
+        c.problems.push(Problem {
+            setting: "image".to_owned(),
+            value: settings.image.clone(),
+            reason: format!("as an image volume: {reason}"),
+        });
+    }
     c.dns_label("initContainerName", &settings.init_container_name);
     c.dns_label("volumeName", &settings.volume_name);
     if let Some(limit) = &settings.volume_size_limit {
@@ -653,6 +668,22 @@ fn resource_name(name: &str) -> Result<(), String> {
 /// numbers, request equal to limit.
 fn is_extended_resource(name: &str) -> bool {
     name.contains('/') && !name.contains("kubernetes.io/")
+}
+
+/// `volumes[].image` as the API server validates it in a pod
+/// (`validateImageVolumeSource`): the reference is required, the pull policy
+/// is one of the enum (an empty one is defaulted before validation, from the
+/// tag, as for a container). The reference is also held to the image grammar
+/// the kubelet pulls with, as a container image is here.
+pub fn image_volume_source(source: &ImageVolumeSource) -> Result<(), String> {
+    match source.reference.as_deref() {
+        None | Some("") => return Err("reference: Required value".to_owned()),
+        Some(reference) => image(reference).map_err(|e| format!("reference: {e}"))?,
+    }
+    match source.pull_policy.as_deref() {
+        None | Some("") => Ok(()),
+        Some(policy) => pull_policy(policy).map_err(|e| format!("pullPolicy: {e}")),
+    }
 }
 
 /// `pkg/fieldpath.SplitMaybeSubscriptedPath`: `metadata.labels['key']`.
@@ -1101,6 +1132,35 @@ mod tests {
         assert!(label_value("not a value").is_err());
         assert!(dns_label("opentelemetry-auto-instrumentation-python").is_ok());
         assert!(dns_label("Bad_Name").is_err());
+    }
+
+    #[test]
+    fn image_volumes_as_the_api_server_checks_them() {
+        let source = |reference: Option<&str>, policy: Option<&str>| ImageVolumeSource {
+            reference: reference.map(str::to_owned),
+            pull_policy: policy.map(str::to_owned),
+        };
+        assert!(image_volume_source(&source(Some("registry.example/otel/python:1"), None)).is_ok());
+        assert!(image_volume_source(&source(Some("python:1"), Some("IfNotPresent"))).is_ok());
+        assert!(
+            image_volume_source(&source(
+                Some(
+                    "python@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                ),
+                Some("Never")
+            ))
+            .is_ok()
+        );
+        for (bad, field) in [
+            (source(None, None), "reference"),
+            (source(Some(""), Some("Always")), "reference"),
+            (source(Some("Python Image:1"), None), "reference"),
+            (source(Some("python:1"), Some("always")), "pullPolicy"),
+            (source(Some("python:1"), Some("Sometimes")), "pullPolicy"),
+        ] {
+            let err = image_volume_source(&bad).expect_err(field);
+            assert!(err.starts_with(field), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`admission`]: the one admission function joining the two, for the
 //!   webhook, `mutate`/`explain` and the tests;
 //! - [`review`]: AdmissionReview bytes → response bytes (no I/O);
+//! - [`delivery`]: initContainer or imageVolume, and the fallback;
 //! - [`config`]: the operator-side YAML config and the built-in cxtm profile;
 //! - [`guard`]: what the patch adds, checked as the API server will check it;
 //! - [`server`], [`admin`], [`tls`], [`metrics`]: the HTTPS webhook and admin port;
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod conn_watch;
+pub mod delivery;
 pub mod fleet;
 pub mod guard;
 pub mod inject;

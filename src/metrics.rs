@@ -31,6 +31,14 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// How an injected pod got the instrumentation; `fallback` is `true` when
+/// it asked for imageVolume and got the init container.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub delivery: &'static str,
+    pub fallback: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     pub object: String,
@@ -70,6 +78,8 @@ pub struct Metrics {
     cert_reloads: Family<ResultLabels, Counter>,
     cert_writes: Family<WriteLabels, Counter>,
     pub instrumentations: Gauge,
+    deliveries: Family<DeliveryLabels, Counter>,
+    image_volumes_supported: Gauge,
     pub instrumentations_invalid: Gauge,
     /// The fleet's coverage, set by the reconciler on the Lease holder.
     pub pods: Family<PodLabels, Gauge>,
@@ -136,6 +146,18 @@ impl Metrics {
             "Instrumentation resources known from the watch",
             instrumentations.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Injected pods by delivery (initContainer, imageVolume) and fallback (true: asked for imageVolume, got the init container)",
+            deliveries.clone(),
+        );
+        let image_volumes_supported = Gauge::default();
+        registry.register(
+            "image_volumes_supported",
+            "1 when the last check found that the API server keeps volumes[].image, else 0",
+            image_volumes_supported.clone(),
+        );
         let instrumentations_invalid = Gauge::default();
         registry.register(
             "instrumentations_invalid",
@@ -167,6 +189,8 @@ impl Metrics {
             catch_ups.clone(),
         );
         Metrics {
+            deliveries,
+            image_volumes_supported,
             registry,
             admissions,
             bad_requests,
@@ -217,10 +241,23 @@ impl Metrics {
                 outcome: decision.outcome,
             })
             .inc();
+        if let (Outcome::Injected, Some(chosen)) = (decision.outcome, decision.delivery) {
+            self.deliveries
+                .get_or_create(&DeliveryLabels {
+                    delivery: chosen.delivery.label(),
+                    fallback: if chosen.fell_back() { "true" } else { "false" },
+                })
+                .inc();
+        }
         self.duration.observe(elapsed.as_secs_f64());
         if decision.patch_bytes > 0 {
             self.patch_bytes.observe(decision.patch_bytes as f64);
         }
+    }
+
+    pub fn image_volume_check(&self, support: &crate::delivery::ImageVolumeSupport) {
+        let supported = support == &crate::delivery::ImageVolumeSupport::Supported;
+        self.image_volumes_supported.set(i64::from(supported));
     }
 
     pub fn bad_request(&self, reason: &str) {
@@ -256,5 +293,64 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Delivery;
+    use crate::delivery::{Chosen, ImageVolumeSupport};
+
+    fn decision(outcome: Outcome, delivery: Option<Chosen>) -> Decision {
+        Decision {
+            uid: "u".into(),
+            namespace: "cxtm".into(),
+            pod: "app".into(),
+            outcome,
+            reason: String::new(),
+            containers: Vec::new(),
+            patch_ops: 0,
+            patch_bytes: 0,
+            warnings: Vec::new(),
+            dry_run: false,
+            owner: None,
+            delivery,
+        }
+    }
+
+    #[test]
+    fn deliveries_are_counted_with_the_fallback_label() {
+        let metrics = Metrics::new();
+        let fell_back = Chosen {
+            requested: Delivery::ImageVolume,
+            delivery: Delivery::InitContainer,
+        };
+        let mounted = Chosen {
+            requested: Delivery::ImageVolume,
+            delivery: Delivery::ImageVolume,
+        };
+        let elapsed = Duration::from_millis(1);
+        metrics.observe(&decision(Outcome::Injected, Some(fell_back)), elapsed);
+        metrics.observe(&decision(Outcome::Injected, Some(fell_back)), elapsed);
+        metrics.observe(&decision(Outcome::Injected, Some(mounted)), elapsed);
+        // Only injected pods count: an already injected one delivered nothing.
+        metrics.observe(&decision(Outcome::AlreadyInjected, Some(mounted)), elapsed);
+        metrics.image_volume_check(&ImageVolumeSupport::Unsupported("gate off".into()));
+        let text = metrics.encode();
+        for line in [
+            r#"otel_injector_deliveries_total{delivery="initContainer",fallback="true"} 2"#,
+            r#"otel_injector_deliveries_total{delivery="imageVolume",fallback="false"} 1"#,
+            "otel_injector_image_volumes_supported 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        metrics.image_volume_check(&ImageVolumeSupport::Supported);
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "otel_injector_image_volumes_supported 1")
+        );
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Admission, Base, Context};
-use crate::config::Config;
+use crate::config::{Config, Delivery};
 use crate::inject::workload::{self, Workload};
 use crate::inject::{Injection, Outcome, Settings};
 use crate::k8s::instrumentation;
@@ -563,7 +563,13 @@ pub fn explain(text: &str, config: &Config, default_ns: &str) -> Result<String, 
             }
             (scope @ Scope::Inject { why, .. }, Some(injection)) => {
                 explain_injection(&mut out, why, injection);
-                explain_containers(&mut out, scope, injection, &r.containers);
+                explain_containers(
+                    &mut out,
+                    scope,
+                    injection,
+                    &r.containers,
+                    r.admission.delivery,
+                );
             }
             (Scope::Inject { .. }, None) => {}
         }
@@ -637,7 +643,7 @@ fn explain_injection(out: &mut String, why: &str, injection: &Injection) {
         Outcome::AlreadyInjected { marker } => {
             let _ = writeln!(
                 out,
-                "already instrumented (init container {marker} present); nothing to do."
+                "already instrumented ({marker} present); nothing to do."
             );
         }
         Outcome::Skipped { reason } => {
@@ -648,7 +654,13 @@ fn explain_injection(out: &mut String, why: &str, injection: &Injection) {
 
 /// The init container and nodeSelector an instrumented pod gets, then each
 /// container of the template with what happens to it.
-fn explain_containers(out: &mut String, scope: &Scope, injection: &Injection, names: &[String]) {
+fn explain_containers(
+    out: &mut String,
+    scope: &Scope,
+    injection: &Injection,
+    names: &[String],
+    delivery: Option<crate::delivery::Chosen>,
+) {
     let Scope::Inject {
         settings,
         container_names,
@@ -658,11 +670,25 @@ fn explain_containers(out: &mut String, scope: &Scope, injection: &Injection, na
         return;
     };
     if injection.outcome == Outcome::Injected {
-        let _ = writeln!(
-            out,
-            "  init container {} copies {} into volume {} at {}",
-            settings.init_container_name, settings.image, settings.volume_name, settings.mount_path
-        );
+        match delivery.map(|d| d.delivery).unwrap_or(settings.delivery) {
+            Delivery::InitContainer => {
+                let _ = writeln!(
+                    out,
+                    "  delivery initContainer: init container {} copies {} into volume {} at {}",
+                    settings.init_container_name,
+                    settings.image,
+                    settings.volume_name,
+                    settings.mount_path
+                );
+            }
+            Delivery::ImageVolume => {
+                let _ = writeln!(
+                    out,
+                    "  delivery imageVolume: image {} mounted read-only as volume {} at {} (no init container; Kubernetes 1.33+ with the ImageVolume gate, containerd 2.1+)",
+                    settings.image, settings.volume_name, settings.mount_path
+                );
+            }
+        }
         if !settings.node_selector.is_empty() {
             let pairs: Vec<String> = settings
                 .node_selector
@@ -716,6 +742,7 @@ mod tests {
                     warnings: Vec::new(),
                 }),
                 warnings: Vec::new(),
+                delivery: None,
             },
             misplaced: None,
             containers: Vec::new(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::config::{Config, Platform};
+use crate::delivery::ImageVolumeSupport;
 use crate::inject::{Settings, Workload};
 
 pub const INJECT_PYTHON: &str = "instrumentation.opentelemetry.io/inject-python";
@@ -43,6 +44,10 @@ pub trait ClusterView: Send + Sync {
     fn namespace_annotations(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
     /// The pod's top-level workload from an owner cache, when known.
     fn workload(&self, pod: &Pod, namespace: &str) -> Option<Workload>;
+    /// Whether the API server keeps image volumes; by default nobody checks.
+    fn image_volumes(&self) -> ImageVolumeSupport {
+        ImageVolumeSupport::NotChecked
+    }
 }
 
 /// Knows nothing about the cluster: the static config only.

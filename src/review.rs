@@ -55,6 +55,8 @@ pub struct Decision {
     pub dry_run: bool,
     /// The pod's controlling owner, for Events (the pod itself does not exist yet).
     pub owner: Option<OwnerReference>,
+    /// The delivery asked for and used, when the pod was in scope.
+    pub delivery: Option<crate::delivery::Chosen>,
 }
 
 impl Decision {
@@ -71,6 +73,7 @@ impl Decision {
             warnings: Vec::new(),
             dry_run: dry_run.unwrap_or_default(),
             owner: None,
+            delivery: None,
         }
     }
 
@@ -384,6 +387,7 @@ impl Reviewer {
 /// The decision and the response for what admission decided.
 fn record(mut decision: Decision, admitted: Admission) -> Reviewed {
     decision.outcome = admitted.outcome;
+    decision.delivery = admitted.delivery;
     decision.containers = admitted.instrumented().map(str::to_owned).collect();
     let patch = admitted.patch();
     if let Some(patch) = patch {

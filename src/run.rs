@@ -17,8 +17,11 @@ use crate::cli::{
     VerifyArgs,
 };
 use crate::config::Config;
+use crate::delivery::{ImageVolumeState, ImageVolumeSupport};
 use crate::fleet::reconciler::Reconciler;
+use crate::inject::Settings;
 use crate::k8s::lease::{self, LeaseSettings};
+use crate::k8s::probe;
 use crate::k8s::selfcert::{SelfCert, SelfCertSettings};
 use crate::k8s::{EventSink, KubeView};
 use crate::metrics::Metrics;
@@ -66,7 +69,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     readiness.certs_loaded.store(true, Ordering::Release);
 
     let (cluster, events, client) =
-        connect_cluster(&args.kube, readiness.clone(), metrics.clone()).await?;
+        connect_cluster(&args.kube, &config, readiness.clone(), metrics.clone()).await?;
     if let Some(client) = client {
         start_fleet(
             &args.kube,
@@ -278,6 +281,7 @@ type Cluster = (
 /// there is no cluster (`--kubernetes auto` without a kubeconfig, or `off`).
 async fn connect_cluster(
     args: &KubeArgs,
+    config: &Config,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Cluster> {
@@ -301,6 +305,7 @@ async fn connect_cluster(
         }
     };
     let view = KubeView::start(client.clone()).await;
+    let image_volumes = start_image_volume_check(args, config, &client, &readiness, &metrics);
     let synced = view.clone();
     tokio::spawn(async move {
         synced.wait_synced().await;
@@ -323,7 +328,37 @@ async fn connect_cluster(
         client.clone(),
         Duration::from_secs(args.event_interval_seconds),
     ));
+    let view = probe::Checked {
+        inner: view,
+        state: image_volumes,
+    };
     Ok((Arc::new(view), Some(events), Some(client)))
+}
+
+/// Starts the periodic check that the API server keeps image volumes; until
+/// its first answer, imageVolume pods get the init container.
+fn start_image_volume_check(
+    args: &KubeArgs,
+    config: &Config,
+    client: &kube::Client,
+    readiness: &Readiness,
+    metrics: &Arc<Metrics>,
+) -> Arc<ImageVolumeState> {
+    let state = readiness.image_volumes.clone();
+    state.set(ImageVolumeSupport::Pending);
+    let namespace = args
+        .own_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    tracing::debug!(namespace = %namespace, "checking image volume support with dry-run pods");
+    tokio::spawn(probe::run(
+        kube::Api::namespaced(client.clone(), &namespace),
+        Arc::new(Settings::from_config(config)),
+        state.clone(),
+        metrics.clone(),
+        Duration::from_secs(args.image_volume_check_seconds.max(1)),
+    ));
+    state
 }
 
 async fn wait_for_signal() {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, LogParams};
 use kube::core::Selector;
@@ -65,19 +65,33 @@ const RECREATE: &str = "the webhook only mutates pods when they are created: che
 
 /// The checklist for one pod (pure: no cluster access).
 pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
-    let mut checks = init_container_checks(pod, config);
     let volume = pod
         .spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .find(|v| v.name == config.volume_name);
-    // The two sources admission gives the volume: an emptyDir, or the
-    // ephemeral claim an Instrumentation's volumeClaimTemplate makes.
+    let mut checks = match image_volume(volume) {
+        Some(reference) => vec![check(
+            "delivery imageVolume",
+            true,
+            format!(
+                "image {reference} mounted read-only as volume {} (no init container)",
+                config.volume_name
+            ),
+            "",
+        )],
+        None => init_container_checks(pod, config),
+    };
+    // The sources admission gives the volume: an emptyDir, the ephemeral
+    // claim an Instrumentation's volumeClaimTemplate makes, or the image
+    // itself (imageVolume delivery).
     let source = volume.and_then(|v| {
         if v.empty_dir.is_some() {
             Some("emptyDir")
         } else if v.ephemeral.is_some() {
             Some("ephemeral (volumeClaimTemplate)")
+        } else if v.image.is_some() {
+            Some("image")
         } else {
             None
         }
@@ -87,7 +101,7 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         source.is_some(),
         match (volume, source) {
             (_, Some(source)) => source,
-            (Some(_), None) => "neither an emptyDir nor an ephemeral claim",
+            (Some(_), None) => "neither an emptyDir, an ephemeral claim nor an image",
             (None, _) => "missing",
         },
         RECREATE,
@@ -102,6 +116,71 @@ pub fn check_pod(pod: &Pod, config: &Config) -> Vec<Check> {
         )),
     }
     checks
+}
+
+/// The reference of our volume when it is an image volume (imageVolume delivery).
+fn image_volume(volume: Option<&Volume>) -> Option<&str> {
+    let source = volume?.image.as_ref()?;
+    Some(source.reference.as_deref().unwrap_or("?"))
+}
+
+/// Image volumes need containerd 2.1 or newer on the node: what the node
+/// reports (`status.nodeInfo.containerRuntimeVersion`, `containerd://2.1.4`).
+pub fn runtime_check(node_name: &str, runtime: &str) -> Check {
+    let version = runtime.strip_prefix("containerd://").map(|v| {
+        let mut parts = v.trim_start_matches('v').split(['.', '-', '+']);
+        let mut next = || {
+            parts
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        (next(), next())
+    });
+    let what = "node can mount image volumes";
+    match version {
+        Some(v) if v >= (2, 1) => check(what, true, format!("{node_name}: {runtime}"), ""),
+        Some(_) => check(
+            what,
+            false,
+            format!("{node_name} runs {runtime}; image volumes need containerd 2.1 or newer"),
+            "upgrade containerd on the node, or deliver through the init container (annotation otel-injector.io/delivery: initContainer, or delivery: initContainer in the config)",
+        ),
+        None => Check {
+            what: what.into(),
+            status: Status::Pending,
+            detail: format!("{node_name} runs {runtime}; CRI-O supports image volumes from 1.31"),
+            fix: None,
+        },
+    }
+}
+
+/// [`runtime_check`] for a pod with an image volume, reading its node.
+async fn node_runtime(client: &kube::Client, pod: &Pod, config: &Config) -> Option<Check> {
+    let spec = pod.spec.as_ref()?;
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == config.volume_name);
+    image_volume(volume)?;
+    let node_name = spec.node_name.as_deref()?;
+    match Api::<Node>::all(client.clone()).get(node_name).await {
+        Ok(node) => {
+            let runtime = node
+                .status
+                .and_then(|s| s.node_info)
+                .map(|i| i.container_runtime_version)
+                .unwrap_or_default();
+            Some(runtime_check(node_name, &runtime))
+        }
+        Err(e) => Some(Check {
+            what: "node can mount image volumes".into(),
+            status: Status::Pending,
+            detail: format!("cannot read node {node_name}: {e}"),
+            fix: None,
+        }),
+    }
 }
 
 /// The init container is there (else what the webhook said about the pod)
@@ -595,7 +674,7 @@ pub async fn verify(
                 .map_err(|e| anyhow::anyhow!("pod {namespace}/{name}: {e}"))?,
         ],
         Target::Deployment(name) => {
-            let deployment = Api::<Deployment>::namespaced(client, namespace)
+            let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
                 .get(name)
                 .await
                 .map_err(|e| anyhow::anyhow!("deployment {namespace}/{name}: {e}"))?;
@@ -620,6 +699,7 @@ pub async fn verify(
     for pod in &found {
         let name = pod.metadata.name.as_deref().unwrap_or("?");
         let mut checks = check_pod(pod, config);
+        checks.extend(node_runtime(&client, pod, config).await);
         let logs = fetch_logs(&pods, pod, config).await;
         checks.extend(check_runtime(pod, config, &logs));
         checks.extend(check_inside(&pods, pod, config).await);
@@ -922,6 +1002,52 @@ mod tests {
     }
 
     /// Logs as measured on the node (tests/e2e_runtime.rs).
+    #[test]
+    fn an_image_volume_pod_names_its_delivery_instead_of_missing_an_init_container() {
+        let config = Config::default();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app"},
+            "spec": {
+                "containers": [{"name": "app", "image": "app:1"}],
+                "volumes": [{"name": config.volume_name, "image": {"reference": "otel:1"}}]
+            }
+        }))
+        .expect("pod");
+        let checks = check_pod(&pod, &config);
+        assert_eq!(checks[0].what, "delivery imageVolume");
+        assert_eq!(checks[0].status, Status::Pass);
+        assert!(checks[0].detail.contains("otel:1"), "{:?}", checks[0]);
+        assert!(
+            !checks.iter().any(|c| c.what.starts_with("init container")),
+            "{checks:?}"
+        );
+        let volume = checks
+            .iter()
+            .find(|c| c.what.starts_with("volume "))
+            .expect("volume check");
+        assert_eq!(
+            (volume.status, volume.detail.as_str()),
+            (Status::Pass, "image")
+        );
+    }
+
+    #[test]
+    fn image_volumes_need_containerd_2_1() {
+        let pass = |runtime: &str| runtime_check("n", runtime).status == Status::Pass;
+        assert!(pass("containerd://2.1.0"));
+        assert!(pass("containerd://v2.4.2"));
+        assert!(pass("containerd://3.0.0"));
+        assert!(!pass("containerd://1.7.24"));
+        assert!(!pass("containerd://2.0.5"));
+        let old = runtime_check("node-a", "containerd://1.7.24");
+        assert_eq!(old.status, Status::Fail);
+        assert!(
+            old.detail.contains("node-a runs containerd://1.7.24"),
+            "{old:?}"
+        );
+        assert_eq!(runtime_check("n", "cri-o://1.34.0").status, Status::Pending);
+    }
+
     #[test]
     fn classify_names_the_cause() {
         let wrapper_on_39 = "Error in sitecustomize; set PYTHONVERBOSE for traceback:\n\

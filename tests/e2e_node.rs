@@ -60,17 +60,28 @@ fn config_for(receiver: &OtlpReceiver) -> tempfile::NamedTempFile {
     file
 }
 
+/// `NODE_TIMING_IMAGE_VOLUME=1`: the node runs containerd 2.x
+/// (`NODE_CONTAINERD=2`) and the API server and kubelet the ImageVolume gate,
+/// so [`timings`] also times `imageVolume` pods (docs/delivery.md). Off by
+/// default: containerd 2 is a separate cold build.
+fn image_volume_timings() -> bool {
+    std::env::var("NODE_TIMING_IMAGE_VOLUME").is_ok_and(|v| v == "1")
+}
+
 fn start() -> Cluster {
-    let plane = ControlPlane::up("node");
-    let node = Node::up_with_images(
-        &plane,
-        &[
-            "pause",
-            "autoinstrumentation-python",
-            "cxtm-logstream",
-            "cxtm-web",
-        ],
-    );
+    let images = "pause autoinstrumentation-python cxtm-logstream cxtm-web";
+    let (plane, node) = if image_volume_timings() {
+        let plane = ControlPlane::up_with(
+            "node",
+            &[("APISERVER_EXTRA_ARGS", "--feature-gates=ImageVolume=true")],
+        );
+        let node = Node::up_with(&plane, &[("NODE_IMAGES", images), ("NODE_CONTAINERD", "2")]);
+        (plane, node)
+    } else {
+        let plane = ControlPlane::up("node");
+        let node = Node::up_with(&plane, &[("NODE_IMAGES", images)]);
+        (plane, node)
+    };
     let receiver = OtlpReceiver::start();
     let config = config_for(&receiver);
     let config_path = config.path().to_str().expect("config path").to_owned();
@@ -531,7 +542,15 @@ fn timings(cluster: &Cluster) {
         ),
         ("seed's bare wrapper: app started -> Ready", vec![]),
         ("seed's bare wrapper: create -> Ready", vec![]),
+        ("imageVolume: app started -> Ready", vec![]),
+        ("imageVolume: create -> Ready", vec![]),
+        ("imageVolume: Ready -> first span", vec![]),
     ];
+    let kinds: &[&str] = if image_volume_timings() {
+        &["plain", "injected", "bare", "imageVolume"]
+    } else {
+        &["plain", "injected", "bare"]
+    };
     // The seed's bare wrapper (no guard) is the same injected pod with the
     // seed's hand-made command already in it, so the webhook does not wrap
     // it again: what the guard's `-S` saves shows in app started -> Ready.
@@ -542,7 +561,7 @@ fn timings(cluster: &Cluster) {
         "run.py",
     ];
     for run in 0..runs {
-        for kind in ["plain", "injected", "bare"] {
+        for &kind in kinds {
             let inject = kind != "plain";
             let name = format!("timing-{kind}-{run}");
             let command: &[&str] = if kind == "bare" {
@@ -553,6 +572,9 @@ fn timings(cluster: &Cluster) {
             let mut app = App::new(&name, "cxtm", LOGSTREAM_IMAGE).command(command);
             if !inject {
                 app = app.pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
+            }
+            if kind == "imageVolume" {
+                app = app.pod_annotation("otel-injector.io/delivery", "imageVolume");
             }
             cluster.apply(&app.deployment());
             let pod = rollout(&cluster.plane, "cxtm", &name);
@@ -572,6 +594,15 @@ fn timings(cluster: &Cluster) {
             if kind == "bare" {
                 rows[8].1.push(ready.saturating_duration_since(started));
                 rows[9].1.push(ready - created);
+            } else if kind == "imageVolume" {
+                rows[10].1.push(ready.saturating_duration_since(started));
+                rows[11].1.push(ready - created);
+                let id = format!("{name}-first");
+                drive_logstream(&app, std::slice::from_ref(&id));
+                cluster.receiver.wait_for("the first span", TELEMETRY, |r| {
+                    (!spans_for(r, &id).is_empty()).then_some(())
+                });
+                rows[12].1.push(ready.elapsed());
             } else if inject {
                 let init_done = t
                     .init_done
@@ -598,7 +629,8 @@ fn timings(cluster: &Cluster) {
         }
     }
     eprintln!("timings, medians of {runs} pod(s) each (ms):");
-    for (what, xs) in rows {
+    // Rows of a kind not run (imageVolume by default) are left out.
+    for (what, xs) in rows.into_iter().filter(|(_, xs)| !xs.is_empty()) {
         eprintln!("  {what:<62} {:>6}", median(xs).as_millis());
     }
 }

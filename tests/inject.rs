@@ -429,3 +429,150 @@ fn endpoints_with_a_path_and_grpc_on_the_http_port_are_flagged() {
         );
     }
 }
+
+/// A view that answers the image volume check as told, and nothing else.
+struct ImageVolumes(otel_injector::delivery::ImageVolumeSupport);
+
+impl otel_injector::policy::ClusterView for ImageVolumes {
+    fn instrumentation(&self, _: &str, _: &str, _: &Settings) -> Option<Result<Settings, String>> {
+        None
+    }
+    fn instrumentations_in(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn namespace_annotations(&self, _: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        None
+    }
+    fn workload(&self, _: &k8s_openapi::api::core::v1::Pod, _: &str) -> Option<inject::Workload> {
+        None
+    }
+    fn image_volumes(&self) -> otel_injector::delivery::ImageVolumeSupport {
+        self.0.clone()
+    }
+}
+
+fn with_delivery(pod: &Value, delivery: &str) -> Value {
+    let mut pod = pod.clone();
+    pod["metadata"]["annotations"]["otel-injector.io/delivery"] = json!(delivery);
+    pod
+}
+
+/// imageVolume: the image itself as a read-only volume, its platform
+/// directory mounted where the copy would be, no init container; env and
+/// the wrapper exactly as with the copy.
+#[test]
+fn image_volume_delivery_mounts_the_image_instead_of_copying_it() {
+    use otel_injector::delivery::ImageVolumeSupport;
+    let supported = ImageVolumes(ImageVolumeSupport::Supported);
+    let config = Config::from_yaml("imagePullPolicy: IfNotPresent").expect("config");
+    let copied = admit_with(&fixture("seed-pod.json"), "cxtm", &config, &supported).pod;
+    let pod = with_delivery(&fixture("seed-pod.json"), "imageVolume");
+    let admitted = admit_with(&pod, "cxtm", &config, &supported);
+    let mounted = &admitted.pod;
+    assert_eq!(admitted.outcome(), Some(&Outcome::Injected));
+    assert!(admitted.warnings().is_empty(), "{:?}", admitted.warnings());
+    assert_eq!(
+        mounted["spec"].get("initContainers"),
+        pod["spec"].get("initContainers")
+    );
+    let volumes = mounted["spec"]["volumes"].as_array().expect("volumes");
+    let ours = volumes.last().expect("our volume");
+    assert_eq!(
+        *ours,
+        json!({"name": "opentelemetry-auto-instrumentation-python",
+               "image": {"reference": config.image, "pullPolicy": "IfNotPresent"}})
+    );
+    let mounts = mounted["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    let mount = mounts.last().expect("our mount");
+    assert_eq!(
+        *mount,
+        json!({"name": "opentelemetry-auto-instrumentation-python",
+               "mountPath": "/otel-auto-instrumentation",
+               "readOnly": true, "subPath": "autoinstrumentation"})
+    );
+    // The app sees the same tree: env and command do not depend on the delivery.
+    assert_eq!(
+        mounted["spec"]["containers"][0]["env"],
+        copied["spec"]["containers"][0]["env"]
+    );
+    assert_eq!(
+        mounted["spec"]["containers"][0]["command"],
+        copied["spec"]["containers"][0]["command"]
+    );
+    // Fed back in: recognised by its volume, nothing added twice.
+    let again = admit_with(mounted, "cxtm", &config, &supported);
+    assert!(
+        matches!(again.outcome(), Some(Outcome::AlreadyInjected { marker }) if marker.contains("image volume")),
+        "{:?}",
+        again.outcome()
+    );
+    assert_eq!(again.pod, *mounted);
+    // musl: the musl tree of the image.
+    let mut musl = pod.clone();
+    musl["metadata"]["annotations"]["instrumentation.opentelemetry.io/otel-python-platform"] =
+        json!("musl");
+    let out = admit_with(&musl, "cxtm", &config, &supported).pod;
+    let mounts = out["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert_eq!(
+        mounts.last().expect("mount")["subPath"],
+        "autoinstrumentation-musl"
+    );
+}
+
+/// The config's default applies to pods without the annotation; the
+/// annotation can choose initContainer back.
+#[test]
+fn delivery_comes_from_the_config_unless_the_pod_says() {
+    use otel_injector::delivery::ImageVolumeSupport;
+    let supported = ImageVolumes(ImageVolumeSupport::Supported);
+    let config = Config::from_yaml("delivery: imageVolume").expect("config");
+    let has_init = |pod: &Value| pod["spec"].get("initContainers").is_some();
+    let out = admit_with(&fixture("seed-pod.json"), "cxtm", &config, &supported).pod;
+    assert!(!has_init(&out));
+    let pod = with_delivery(&fixture("seed-pod.json"), "initContainer");
+    let out = admit_with(&pod, "cxtm", &config, &supported).pod;
+    assert!(has_init(&out));
+    let err = Config::from_yaml("delivery: volume").expect_err("unknown delivery");
+    assert!(err.to_string().contains("delivery"), "{err}");
+}
+
+/// Never block a pod: where the API server would drop `volumes[].image` (and
+/// then refuse the pod), or nobody knows yet, imageVolume pods get the init
+/// container, with a warning that says why.
+#[test]
+fn image_volume_falls_back_to_the_init_container_when_the_check_says_no() {
+    use otel_injector::delivery::ImageVolumeSupport;
+    let pod = with_delivery(&fixture("seed-pod.json"), "imageVolume");
+    for support in [
+        ImageVolumeSupport::Pending,
+        ImageVolumeSupport::Unsupported("the API server dropped volumes[].image".into()),
+    ] {
+        let admitted = admit_with(
+            &pod,
+            "cxtm",
+            &Config::default(),
+            &ImageVolumes(support.clone()),
+        );
+        let expected = admit_with(
+            &fixture("seed-pod.json"),
+            "cxtm",
+            &Config::default(),
+            &StaticView,
+        );
+        assert_eq!(admitted.pod["spec"], expected.pod["spec"], "{support:?}");
+        let chosen = admitted.admission.delivery.expect("in scope");
+        assert!(chosen.fell_back(), "{support:?}");
+        assert!(
+            admitted
+                .warnings()
+                .iter()
+                .any(|w| w.contains("imageVolume delivery is not available")),
+            "{:?}",
+            admitted.warnings()
+        );
+    }
+}

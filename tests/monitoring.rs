@@ -103,6 +103,10 @@ fn exported() -> BTreeSet<String> {
         warnings: Vec::new(),
         dry_run: false,
         owner: None,
+        delivery: Some(otel_injector::delivery::Chosen {
+            requested: otel_injector::config::Delivery::ImageVolume,
+            delivery: otel_injector::config::Delivery::InitContainer,
+        }),
     };
     metrics.observe(&decision, std::time::Duration::from_micros(200));
     metrics.bad_request("not-a-review");

@@ -19,12 +19,12 @@ use std::collections::{BTreeMap, HashSet};
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
-    ObjectFieldSelector, PersistentVolumeClaimTemplate, Pod, PodSpec, ResourceRequirements, Volume,
-    VolumeMount,
+    ImageVolumeSource, ObjectFieldSelector, PersistentVolumeClaimTemplate, Pod, PodSpec,
+    ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::config::{CommandWrapper, Config, Platform};
+use crate::config::{CommandWrapper, Config, Delivery, Platform};
 use command::Wrap;
 pub use exporter_tls::ExporterTls;
 pub use patch::JsonPatch;
@@ -88,6 +88,8 @@ pub struct Settings {
     pub command_wrapper: CommandWrapper,
     pub sidecars: Vec<String>,
     pub platform: Platform,
+    /// The default delivery; a pod's annotation may choose the other.
+    pub delivery: Delivery,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +125,7 @@ impl Settings {
             command_wrapper: config.command_wrapper.clone(),
             sidecars: config.sidecars.clone(),
             platform: config.platform,
+            delivery: config.delivery,
         }
     }
 
@@ -147,6 +150,8 @@ pub struct Request<'a> {
     pub platform: Option<Platform>,
     /// The owning workload, when the caller resolved it from a cache.
     pub workload: Option<Workload>,
+    /// Delivery chosen by admission (annotation, fallback); `None`: the settings' default.
+    pub delivery: Option<Delivery>,
 }
 
 /// What happened to one container.
@@ -161,8 +166,10 @@ pub struct ContainerReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Injected,
-    /// The pod already carries an auto-instrumentation init container.
+    /// The pod already carries an auto-instrumentation init container or
+    /// our image volume.
     AlreadyInjected {
+        /// What was found, in words: `init container NAME` or `image volume NAME`.
         marker: String,
     },
     /// In scope, but nothing could be instrumented safely.
@@ -236,7 +243,13 @@ pub fn inject(pod: &Pod, settings: &Settings, request: &Request<'_>) -> Injectio
         return skipped(pod, reports, warnings, reason);
     };
     // Pod-level additions come after the containers so container indexes stay valid.
-    add_init_container_and_volume(&mut patch, spec, settings, request, &first.name);
+    match request.delivery.unwrap_or(settings.delivery) {
+        Delivery::InitContainer => {
+            add_init_container(&mut patch, spec, settings, request, &first.name);
+            add_volumes(&mut patch, spec, settings, shared_volume(settings));
+        }
+        Delivery::ImageVolume => add_volumes(&mut patch, spec, settings, image_volume(settings)),
+    }
     add_node_selector(
         &mut patch,
         spec.node_selector.as_ref(),
@@ -276,21 +289,27 @@ fn describe(reports: &[ContainerReport]) -> String {
 /// our volume or init container name is taken.
 fn refuse(pod: &Pod, spec: &PodSpec, settings: &Settings) -> Option<Injection> {
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    if let Some(marker) = init_containers
+    let volumes = spec.volumes.as_deref().unwrap_or_default();
+    // An image volume of ours is the only trace imageVolume delivery leaves.
+    let marker = init_containers
         .iter()
         .map(|c| c.name.as_str())
         .find(|n| *n == settings.init_container_name || *n == OPERATOR_INIT_CONTAINER)
-    {
+        .map(|n| format!("init container {n}"))
+        .or_else(|| {
+            volumes
+                .iter()
+                .find(|v| v.name == settings.volume_name && v.image.is_some())
+                .map(|v| format!("image volume {}", v.name))
+        });
+    if let Some(marker) = marker {
         return Some(Injection {
-            outcome: Outcome::AlreadyInjected {
-                marker: marker.to_owned(),
-            },
+            outcome: Outcome::AlreadyInjected { marker },
             patch: JsonPatch::empty(),
             containers: Vec::new(),
             warnings: Vec::new(),
         });
     }
-    let volumes = spec.volumes.as_deref().unwrap_or_default();
     let reason = if volumes.iter().any(|v| v.name == settings.volume_name) {
         format!(
             "pod already has a volume named {:?} but no init container {:?}; not injecting to avoid a clash",
@@ -353,11 +372,7 @@ fn instrument_container(
         path.push_str(rest);
         path
     };
-    let mount = VolumeMount {
-        mount_path: settings.mount_path.clone(),
-        name: settings.volume_name.clone(),
-        ..Default::default()
-    };
+    let mount = app_mount(settings, shared.request);
     let mut mounts_exist = container.volume_mounts.is_some();
     patch.append(&path("volumeMounts"), mounts_exist, &mount);
     mounts_exist = true;
@@ -411,8 +426,61 @@ fn instrument_container(
     }
 }
 
-/// The init container that copies the instrumentation, and its volume.
-fn add_init_container_and_volume(
+/// Where an app container sees the instrumentation. From an image volume,
+/// only the platform's directory of the image, read-only (the API server
+/// requires it), at the same path as the copy: `PYTHONPATH` and the wrapper
+/// are the same in both modes.
+fn app_mount(settings: &Settings, request: &Request<'_>) -> VolumeMount {
+    let mut mount = VolumeMount {
+        mount_path: settings.mount_path.clone(),
+        name: settings.volume_name.clone(),
+        ..Default::default()
+    };
+    if request.delivery.unwrap_or(settings.delivery) == Delivery::ImageVolume {
+        let platform = request.platform.unwrap_or(settings.platform);
+        mount.read_only = Some(true);
+        mount.sub_path = Some(platform.image_sub_path().to_owned());
+    }
+    mount
+}
+
+/// The instrumentation image itself as a volume (`volumes[].image`).
+pub fn image_volume(settings: &Settings) -> Volume {
+    Volume {
+        name: settings.volume_name.clone(),
+        image: Some(ImageVolumeSource {
+            reference: Some(settings.image.clone()),
+            pull_policy: settings.image_pull_policy.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The volume the init container copies into: an emptyDir, or an
+/// Instrumentation's ephemeral claim.
+fn shared_volume(settings: &Settings) -> Volume {
+    match &settings.volume_claim_template {
+        // As the operator: a claim template replaces the emptyDir (and its size limit).
+        Some(template) => Volume {
+            name: settings.volume_name.clone(),
+            ephemeral: Some(EphemeralVolumeSource {
+                volume_claim_template: Some(template.clone()),
+            }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: settings.volume_name.clone(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: settings.volume_size_limit.clone().map(Quantity),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// The init container that copies the instrumentation into the shared volume.
+fn add_init_container(
     patch: &mut PatchBuilder,
     spec: &PodSpec,
     settings: &Settings,
@@ -455,6 +523,10 @@ fn add_init_container_and_volume(
         spec.init_containers.is_some(),
         &init,
     );
+}
+
+/// The exporter's certificate volumes, then ours.
+fn add_volumes(patch: &mut PatchBuilder, spec: &PodSpec, settings: &Settings, volume: Volume) {
     let existing = spec.volumes.as_deref().unwrap_or_default();
     let mut volumes_exist = spec.volumes.is_some();
     // The operator adds the certificate volumes first (while it handles the
@@ -468,24 +540,6 @@ fn add_init_container_and_volume(
         patch.append("/spec/volumes", volumes_exist, &tls.volume);
         volumes_exist = true;
     }
-    let volume = match &settings.volume_claim_template {
-        // As the operator: a claim template replaces the emptyDir (and its size limit).
-        Some(template) => Volume {
-            name: settings.volume_name.clone(),
-            ephemeral: Some(EphemeralVolumeSource {
-                volume_claim_template: Some(template.clone()),
-            }),
-            ..Default::default()
-        },
-        None => Volume {
-            name: settings.volume_name.clone(),
-            empty_dir: Some(EmptyDirVolumeSource {
-                size_limit: settings.volume_size_limit.clone().map(Quantity),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    };
     patch.append("/spec/volumes", volumes_exist, &volume);
 }
 

@@ -257,6 +257,7 @@ mod tests {
                     patch_bytes: 0,
                     warnings: Vec::new(),
                     dry_run: false,
+                    delivery: None,
                     owner: Some(OwnerReference {
                         api_version: "apps/v1".into(),
                         kind: "ReplicaSet".into(),

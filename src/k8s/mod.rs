@@ -5,6 +5,7 @@
 pub mod events;
 pub mod instrumentation;
 pub mod lease;
+pub mod probe;
 pub mod selfcert;
 pub mod view;
 
