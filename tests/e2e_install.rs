@@ -1,4 +1,4 @@
-//! Install as users do (README, "Install in a cluster"): the webhook runs in
+//! Install as users do (README and docs/install.md, "Install in a cluster"): the webhook runs in
 //! the cluster from `manifests/`, in its own image, and the API server reaches
 //! it through its Service.
 //!

@@ -21,7 +21,7 @@ fn pythonpath_cases() {
     let prefix = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation";
     // The operator's value, plus `:.` last: these containers have no command
     // to wrap, so the working directory goes on PYTHONPATH as the operator's
-    // own `opentelemetry-instrument` puts it there (README migration table).
+    // own `opentelemetry-instrument` puts it there (docs/migration.md).
     let cases = [
         (
             json!([]),
@@ -410,7 +410,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// sdk_test.go `TestInjectPython`: the whole env, in the operator's order.
-/// Differences listed in the README: our mount path (`mountPath` in config),
+/// Differences listed in docs/migration.md: our mount path (`mountPath` in config),
 /// so PYTHONPATH names `/otel-auto-instrumentation`.
 #[test]
 fn inject_python_env_is_the_operators() {
@@ -425,7 +425,7 @@ fn inject_python_env_is_the_operators() {
     });
     let out = admit_with(&pod, "ns", &bare_config(), &cluster);
     let prefix = "/otel-auto-instrumentation/opentelemetry/instrumentation/auto_instrumentation";
-    // README row: an unwrapped container's PYTHONPATH ends with `.` (#2302).
+    // docs/migration.md row: an unwrapped container's PYTHONPATH ends with `.` (#2302).
     let pythonpath = format!("{prefix}:/otel-auto-instrumentation:.");
     assert_eq!(
         env_pairs(&out.pod, 0),
@@ -769,7 +769,7 @@ fn service_version_from_the_image_is_the_operators() {
 }
 
 /// exporter_test.go `TestExporter`: volumes, mounts and env for each TLS
-/// shape. Deliberate difference (README): the volumes are `optional`.
+/// shape. Deliberate difference (docs/migration.md): the volumes are `optional`.
 #[test]
 fn exporter_tls_is_the_operators() {
     struct Case {
@@ -1138,7 +1138,7 @@ fn service_name_labels_and_annotation_are_the_operators() {
 /// expects). The env the operator's pod must have is its assert's list, in
 /// order; its `OTEL_RESOURCE_ATTRIBUTES` is asserted by `contains` only, so
 /// the full value is the one sdk.go computes for that pod. Ours may differ
-/// only in rows of the README's migration table: here the mount path in
+/// only in rows of docs/migration.md: here the mount path in
 /// `PYTHONPATH`, `.` at its end for an unwrapped container, and for
 /// `-specenv` the wrapped `command`.
 /// `cargo test --test operator_compat operator_examples -- --nocapture`
@@ -1386,7 +1386,7 @@ fn operator_examples_differ_only_in_listed_rows() {
 
 /// `spec.initContainerSecurityContext` (types.go) is the one field of a
 /// Python Instrumentation not applied; the response says so instead of
-/// ignoring it silently (README migration table).
+/// ignoring it silently (docs/migration.md).
 #[test]
 fn init_container_security_context_is_not_applied_and_says_so() {
     let cluster = FileView::default().with_instrumentation(

@@ -871,7 +871,7 @@ proptest! {
 
 /// A pod that nothing in it should keep from being instrumented in `cxtm`:
 /// no annotations, no init containers, no volumes, no sidecar names, a
-/// registry image. The README's contract for the built-in profile: "the
+/// registry image. The documented contract for the built-in profile (docs/pod.md): "the
 /// first container that is not a known sidecar" is instrumented, through one
 /// init container. Independent of what `admit` decides, so a regression that
 /// stopped injecting (which the keep-everything properties above would

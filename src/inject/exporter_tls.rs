@@ -7,7 +7,7 @@
 //! injected by either looks the same and each recognises the other's volumes.
 //! One deliberate difference: both volumes are `optional`, because a missing
 //! Secret or ConfigMap would otherwise keep the pod in `ContainerCreating`
-//! (the README's migration table says so).
+//! (docs/migration.md says so).
 
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,

@@ -882,7 +882,7 @@ fn push_unset(own: &[EnvVar], out: &mut Vec<EnvVar>, var: EnvVar) {
 /// The env the operator gives a Python container with an Instrumentation
 /// (`injectPythonSDKToContainer`, `injectCommonEnvVar`,
 /// `injectDefaultPythonEnvVars`, `injectCommonSDKConfig`), in its order.
-/// Differences, all in the README's migration table: the webhook's config
+/// Differences, all in docs/migration.md: the webhook's config
 /// `env` comes after `spec.env`; a var the container sets is never added a
 /// second time; a `valueFrom` `OTEL_RESOURCE_ATTRIBUTES` is left alone (the
 /// operator appends to its empty value, and the API server refuses the pod).
