@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! baseline_server --listen 127.0.0.1:P --tls-cert cert.pem --tls-key key.pem
-//!                 [--review tests/fixtures/review-seed-pod.json]
+//!                 [--review tests/fixtures/review-seed-pod.json] [--config FILE]
 //! ```
 
 use std::convert::Infallible;
@@ -36,6 +36,7 @@ struct Args {
     cert: String,
     key: String,
     review: String,
+    config: Option<String>,
 }
 
 fn args() -> Option<Args> {
@@ -46,6 +47,7 @@ fn args() -> Option<Args> {
         "{}/tests/fixtures/review-seed-pod.json",
         env!("CARGO_MANIFEST_DIR")
     );
+    let mut config = None;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -53,6 +55,7 @@ fn args() -> Option<Args> {
             "--tls-cert" => cert = it.next(),
             "--tls-key" => key = it.next(),
             "--review" => review = it.next().expect("--review FILE"),
+            "--config" => config = it.next(),
             // `cargo bench` passes --bench (and maybe a filter): ignored.
             _ => {}
         }
@@ -62,6 +65,7 @@ fn args() -> Option<Args> {
         cert: cert.expect("--tls-cert PEM"),
         key: key.expect("--tls-key PEM"),
         review,
+        config,
     })
 }
 
@@ -93,7 +97,13 @@ fn main() {
         return;
     };
     let review = std::fs::read(&args.review).expect("--review");
-    let canned = Reviewer::new(Config::default(), Arc::new(StaticView))
+    // The same config as the webhook it is compared with (scripts/bench
+    // --config), so that both answer with the same bytes.
+    let config = match &args.config {
+        Some(path) => Config::from_file(std::path::Path::new(path)).expect("--config"),
+        None => Config::default(),
+    };
+    let canned = Reviewer::new(config, Arc::new(StaticView))
         .review(&review)
         .expect("an AdmissionReview")
         .body;

@@ -410,7 +410,7 @@ fn instrument_container(
     }
     let mut reason = match plan.wrap {
         Wrap::Wrapped(new_command) => {
-            patch.add(&path("command"), &new_command);
+            patch.add_command(&path("command"), &new_command);
             "instrumented; command wrapped with opentelemetry-instrument".to_owned()
         }
         Wrap::NotWrapped(why) => format!("instrumented; command not wrapped: {why}"),
