@@ -595,52 +595,97 @@ fn manifests(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// A role's rules as (group, resource, verb) triples, with the checks every
+/// rule must pass wherever it is shipped.
+fn rules_of(doc: &serde_yaml_ng::Value, file: &Path) -> Vec<(String, String, String, bool)> {
+    assert!(
+        doc.get("aggregationRule").is_none(),
+        "aggregated role in {}",
+        file.display()
+    );
+    let mut out = Vec::new();
+    for rule in doc["rules"].as_sequence().expect("rules") {
+        assert!(
+            rule.get("nonResourceURLs").is_none(),
+            "nonResourceURLs in {}",
+            file.display()
+        );
+        let named = rule.get("resourceNames").is_some();
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                for verb in strings(&rule["verbs"]) {
+                    assert!(
+                        group != "*" && resource != "*" && verb != "*",
+                        "wildcard in ({group}, {resource}, {verb}), {}",
+                        file.display()
+                    );
+                    // RBAC ignores resourceNames for these: a named rule with
+                    // them would grant every object while looking narrow.
+                    assert!(
+                        !(named
+                            && ["list", "watch", "create", "deletecollection"]
+                                .contains(&verb.as_str())),
+                        "({group}, {resource}, {verb}) with resourceNames in {}",
+                        file.display()
+                    );
+                    out.push((group.clone(), resource.clone(), verb, named));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every binding in `docs` binds our ServiceAccount, and only it.
+fn assert_bindings_are_ours(doc: &serde_yaml_ng::Value, file: &Path) {
+    let subjects = doc["subjects"].as_sequence().expect("subjects");
+    assert_eq!(subjects.len(), 1, "{}", file.display());
+    assert_eq!(subjects[0]["kind"], "ServiceAccount");
+    assert_eq!(subjects[0]["name"], "otel-injector");
+    assert_eq!(subjects[0]["namespace"], "otel-injector");
+}
+
+/// The base install (`manifests/*.yaml`) grants exactly what the webhook,
+/// the fleet reconciler and the image volume check use (docs/fleet.md,
+/// docs/delivery.md), no Secret, and Leases only in its own namespace. Every
+/// component (`manifests/*/`) passes the per-rule checks, and a Secret is
+/// granted only by a namespaced Role, read and written by name.
 #[test]
 fn rbac_is_exactly_the_least_privilege_set() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
     let mut files = Vec::new();
     manifests(&root, &mut files);
-    let mut grants = BTreeSet::new();
-    let mut roles = Vec::new();
-    let mut bindings = Vec::new();
+    let mut base = BTreeSet::new();
+    let mut roles = BTreeSet::new();
     for file in &files {
+        let in_base = file.parent() == Some(root.as_path());
         for doc in yaml_documents(file) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
             match kind.as_str() {
                 "ClusterRole" | "Role" => {
-                    roles.push((
-                        kind.clone(),
-                        doc["metadata"]["name"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        file.clone(),
-                    ));
-                    assert!(
-                        doc.get("aggregationRule").is_none(),
-                        "aggregated role in {}",
-                        file.display()
-                    );
-                    for rule in doc["rules"].as_sequence().expect("rules") {
-                        assert!(
-                            rule.get("nonResourceURLs").is_none(),
-                            "nonResourceURLs in {}",
-                            file.display()
-                        );
-                        assert!(
-                            rule.get("resourceNames").is_none() || kind == "Role",
-                            "resourceNames"
-                        );
-                        for group in strings(&rule["apiGroups"]) {
-                            for resource in strings(&rule["resources"]) {
-                                for verb in strings(&rule["verbs"]) {
-                                    grants.insert((group.clone(), resource.clone(), verb));
-                                }
-                            }
+                    for (g, r, v, named) in rules_of(&doc, file) {
+                        if r == "secrets" {
+                            assert!(!in_base, "a Secret in the base install: {}", file.display());
+                            assert!(kind == "Role", "Secrets cluster-wide in {}", file.display());
+                            assert!(
+                                named || v == "create",
+                                "unnamed Secret {v} in {}",
+                                file.display()
+                            );
+                        }
+                        if r == "leases" {
+                            assert_eq!(kind, "Role", "Leases cluster-wide in {}", file.display());
+                        }
+                        if in_base {
+                            base.insert((g, r, v));
                         }
                     }
+                    if in_base {
+                        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                        roles.insert((kind.clone(), name.to_owned()));
+                    }
                 }
-                "ClusterRoleBinding" | "RoleBinding" => bindings.push((doc, file.clone())),
+                "ClusterRoleBinding" | "RoleBinding" => assert_bindings_are_ours(&doc, file),
                 _ => {}
             }
         }
@@ -656,6 +701,18 @@ fn rbac_is_exactly_the_least_privilege_set() {
         ("batch", "jobs", &["get", "list", "watch"]),
         ("", "events", &["create", "patch"]),
         ("events.k8s.io", "events", &["create", "patch"]),
+        // The fleet: the pod watch, dry-run creates (and the image volume
+        // check's), a crashed container's last log line, restarts.
+        ("", "pods", &["get", "list", "watch", "create"]),
+        ("", "pods/log", &["get"]),
+        ("apps", "deployments", &["get", "patch"]),
+        ("apps", "statefulsets", &["get", "patch"]),
+        ("apps", "daemonsets", &["get", "patch"]),
+        (
+            "coordination.k8s.io",
+            "leases",
+            &["get", "create", "update"],
+        ),
     ]
     .iter()
     .flat_map(|(g, r, verbs)| {
@@ -664,28 +721,14 @@ fn rbac_is_exactly_the_least_privilege_set() {
             .map(move |v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned()))
     })
     .collect();
-    assert_eq!(grants, expected, "roles: {roles:?}");
-    for (g, r, v) in &grants {
-        assert!(
-            g != "*" && r != "*" && v != "*",
-            "wildcard in ({g}, {r}, {v})"
-        );
-        assert!(
-            !r.contains("secrets") && !r.contains('/'),
-            "({g}, {r}, {v})"
-        );
-    }
-    assert_eq!(roles.len(), 1, "{roles:?}");
-    assert_eq!(roles[0].0, "ClusterRole");
-    assert_eq!(roles[0].1, "otel-injector");
-    // Bound once, to the webhook's own ServiceAccount only.
-    assert_eq!(bindings.len(), 1, "{bindings:?}");
-    let (binding, _) = &bindings[0];
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding["roleRef"]["name"], "otel-injector");
-    let subjects = binding["subjects"].as_sequence().expect("subjects");
-    assert_eq!(subjects.len(), 1);
-    assert_eq!(subjects[0]["kind"], "ServiceAccount");
-    assert_eq!(subjects[0]["name"], "otel-injector");
-    assert_eq!(subjects[0]["namespace"], "otel-injector");
+    assert_eq!(base, expected, "roles: {roles:?}");
+    let want_roles: BTreeSet<(String, String)> = [
+        ("ClusterRole", "otel-injector"),
+        ("Role", "otel-injector-lease"),
+        ("Role", "otel-injector-image-volume-check"),
+    ]
+    .iter()
+    .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+    .collect();
+    assert_eq!(roles, want_roles);
 }
