@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Load certificates made by `otel-injector certs` into the cluster (the
-# non-cert-manager option):
+# Load certificates made by `otel-injector certs` (or your own CA) into the
+# cluster: bring your own certificate. Not needed with self-managed TLS, the
+# default, which makes and renews its own; it accepts a certificate loaded
+# here, renews it when it nears expiry if `otel-injector certs` made it, and
+# leaves one from another CA to you (docs/self-managed-tls.md).
 #   1. set both webhooks' caBundle to base64(ca.crt), followed by the CA it
 #      replaces (see below);
-#   2. create or update Secret otel-injector-tls (tls.crt, tls.key) that the
+#   2. create or update Secret otel-injector-tls (tls.crt, tls.key, ca.crt) that the
 #      Deployment mounts at /certs (running pods pick it up within ~5 s,
 #      once the kubelet has synced the Secret volume).
 #
@@ -67,11 +70,16 @@ echo "Patching caBundle of both webhooks in MutatingWebhookConfiguration ${WEBHO
 
 # 2. The Secret the pods mount at /certs; they serve its certificate within
 #    ~5 s of the kubelet updating the volume, without a restart.
-echo "Applying Secret ${NAMESPACE}/${SECRET} from ${CERTS_DIR}/tls.crt and ${CERTS_DIR}/tls.key"
-"${KUBECTL}" create secret tls "${SECRET}" \
+#    With ca.crt too (cert-manager's layout): self-managed TLS, the default,
+#    reads it to check that caBundle trusts the Secret, and would otherwise
+#    see an unusable Secret and replace it.
+echo "Applying Secret ${NAMESPACE}/${SECRET} from ${CERTS_DIR}/tls.crt, tls.key and ca.crt"
+"${KUBECTL}" create secret generic "${SECRET}" \
   --namespace "${NAMESPACE}" \
-  --cert "${CERTS_DIR}/tls.crt" \
-  --key "${CERTS_DIR}/tls.key" \
+  --type kubernetes.io/tls \
+  --from-file "tls.crt=${CERTS_DIR}/tls.crt" \
+  --from-file "tls.key=${CERTS_DIR}/tls.key" \
+  --from-file "ca.crt=${CERTS_DIR}/ca.crt" \
   --dry-run=client -o yaml | "${KUBECTL}" apply -f -
 
 echo "Done."

@@ -52,6 +52,11 @@ pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// The subject CN of every CA made here. Self-managed TLS manages a Secret
+/// only while its certificate was issued by such a CA: one from cert-manager
+/// or another issuer is someone else's to renew (src/k8s/selfcert.rs).
+pub const CA_COMMON_NAME: &str = "otel-injector CA";
+
 /// How long a generated CA is valid, from when it is made.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// How long a generated serving certificate is valid, from when it is made.
@@ -72,7 +77,7 @@ pub fn generate_at(names: &[String], now: SystemTime) -> Result<Bundle, CertErro
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "otel-injector CA");
+        .push(DnType::CommonName, CA_COMMON_NAME);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,

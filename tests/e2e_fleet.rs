@@ -28,9 +28,13 @@ const WAIT: Duration = Duration::from_secs(240);
 /// (the apps here are judged by running, not by their telemetry), the
 /// reconciler looking every second, catch-up as asked.
 fn write_config(file: &std::path::Path, catch_up: bool) {
+    write_config_with(file, catch_up, 1);
+}
+
+fn write_config_with(file: &std::path::Path, catch_up: bool, max_concurrent: u32) {
     let text = format!(
         "exporter:\n  endpoint: http://127.0.0.1:9\n  protocol: http/protobuf\n\
-         fleet:\n  resyncSeconds: 1\n  catchUp:\n    enabled: {catch_up}\n    maxConcurrent: 1\n"
+         fleet:\n  resyncSeconds: 1\n  catchUp:\n    enabled: {catch_up}\n    maxConcurrent: {max_concurrent}\n"
     );
     std::fs::write(file, text).expect("write config");
 }
@@ -356,6 +360,197 @@ fn no_pod_left_behind() {
         "not rolled back again"
     );
     done("an app that crashes without us too is not left rolled back");
+    drop(webhook);
+}
+
+/// Replicas of each [`sleepers`] Deployment.
+const REPLICAS: usize = 10;
+
+/// A Deployment of [`REPLICAS`] pods that only sleep, on the node's own pod
+/// network (no hostNetwork port, so many replicas share the node). Not
+/// Python: instrumented means the init container, volume and PYTHONPATH.
+fn sleepers(name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "cxtm", "labels": {"app": name}},
+        "spec": {
+            "replicas": REPLICAS,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "app",
+                        "image": IMAGE,
+                        "imagePullPolicy": "Never",
+                        "command": ["sleep", "3600"],
+                    }],
+                },
+            },
+        },
+    })
+}
+
+/// Every pod of cxtm, once none is terminating (else `None`).
+fn settled_pods(plane: &ControlPlane) -> Option<Vec<Value>> {
+    let out = plane
+        .try_kubectl(&["get", "pods", "-n", "cxtm", "-o", "json"], None)
+        .ok()?;
+    let list: Value = serde_json::from_str(&out).ok()?;
+    let items = list["items"].as_array()?;
+    items
+        .iter()
+        .all(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .then(|| items.clone())
+}
+
+fn app_of(pod: &Value) -> String {
+    pod["metadata"]["labels"]["app"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// How often the pod carries what one injection adds: the init container,
+/// its volume, and PYTHONPATH in the app container.
+fn injections(pod: &Value) -> [usize; 3] {
+    let named = |list: &Value, name: &str| {
+        list.as_array()
+            .map_or(0, |l| l.iter().filter(|v| v["name"] == name).count())
+    };
+    let volumes = pod["spec"]["volumes"].as_array().map_or(0, |l| {
+        l.iter()
+            .filter(|v| {
+                v["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("opentelemetry-auto-instrumentation"))
+            })
+            .count()
+    });
+    [
+        init_container_count(pod, INIT),
+        volumes,
+        named(&pod["spec"]["containers"][0]["env"], "PYTHONPATH"),
+    ]
+}
+
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
+)]
+/// The webhook stopped during 100 creates (ten Deployments of ten pods, the
+/// middle four created while no replica answered): the 40 pods it missed
+/// are counted `missed` (gauge and `status`), and once it returns with
+/// catch-up on, exactly those four Deployments are restarted, once each,
+/// and every pod carries one injection, not two.
+fn webhook_stopped_during_100_creates() {
+    const WAIT_ALL: Duration = Duration::from_secs(900);
+    let plane = ControlPlane::up("fleet-outage");
+    let _node = Node::up_with_images(
+        &plane,
+        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
+    );
+    plane.namespace("cxtm", &[]);
+    let config = tempfile::NamedTempFile::new().expect("config file");
+    write_config_with(config.path(), false, 4);
+    let config_path = config.path().to_str().expect("path").to_owned();
+    let mut webhook = Webhook::start(&plane, &["--config", &config_path]);
+    plane.register_webhook(&webhook.url());
+
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let down = 3..7;
+    for (i, name) in names.iter().enumerate() {
+        if i == down.start {
+            webhook.kill();
+        }
+        if i == down.end {
+            webhook.restart(&plane);
+        }
+        plane.apply(&sleepers(name));
+        // All ten created before the webhook changes state.
+        eventually(&format!("{name}'s pods created"), WAIT, || {
+            (pods(&plane, name).len() == REPLICAS).then_some(())
+        });
+    }
+    let missed_apps: Vec<&String> = names[down.clone()].iter().collect();
+    let before = eventually("100 pods Ready", WAIT_ALL, || {
+        let pods = settled_pods(&plane)?;
+        (pods.len() == 100 && pods.iter().all(ready)).then_some(pods)
+    });
+    for pod in &before {
+        let was_down = missed_apps.contains(&&app_of(pod));
+        let want = if was_down { [0, 0, 0] } else { [1, 1, 1] };
+        assert_eq!(
+            injections(pod),
+            want,
+            "{} (webhook down: {was_down})",
+            app_of(pod)
+        );
+    }
+    eventually("the gauge counts the 40 missed", WAIT, || {
+        (gauge(&webhook, "missed") == Some(40) && gauge(&webhook, "instrumented") == Some(60))
+            .then_some(())
+    });
+    assert_gauge_matches_kubectl(&plane, &webhook);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_otel-injector"))
+        .args(["status", "-n", "cxtm", "--config", &config_path])
+        .envs(plane.binary_env())
+        .output()
+        .expect("otel-injector status");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        table.contains("total: 60 instrumented, 40 missed, 0 opted_out, 0 refused, 0 rolled_back"),
+        "{table}"
+    );
+    let uid = |p: &Value| p["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    let kept: std::collections::BTreeSet<String> = before
+        .iter()
+        .filter(|p| !missed_apps.contains(&&app_of(p)))
+        .map(uid)
+        .collect();
+
+    // Back with catch-up on: the four are restarted, the six left alone.
+    write_config_with(config.path(), true, 4);
+    webhook.restart(&plane);
+    let after = eventually("all 100 instrumented and Ready", WAIT_ALL, || {
+        let pods = settled_pods(&plane)?;
+        (pods.len() == 100 && pods.iter().all(|p| ready(p) && injections(p) != [0, 0, 0]))
+            .then_some(pods)
+    });
+    for pod in &after {
+        assert_eq!(injections(pod), [1, 1, 1], "injected once: {}", app_of(pod));
+    }
+    let now: std::collections::BTreeSet<String> = after.iter().map(uid).collect();
+    assert!(
+        kept.is_subset(&now),
+        "a Deployment that missed nothing was restarted"
+    );
+    // A few resyncs more: nothing restarts again.
+    std::thread::sleep(Duration::from_secs(5));
+    for name in &names {
+        let d = deployment(&plane, name);
+        let restarted = annotation(&d["spec"]["template"], "otel-injector.io/restartedAt");
+        let caught_up = events(&plane, "InstrumentationCatchUp", name);
+        if missed_apps.contains(&name) {
+            assert!(restarted.is_some(), "{name} caught up");
+            assert_eq!(d["metadata"]["generation"], 2, "{name}: one restart");
+            assert!(!caught_up.is_empty(), "{name}: catch-up Event");
+        } else {
+            assert!(restarted.is_none(), "{name} missed nothing");
+            assert_eq!(d["metadata"]["generation"], 1, "{name}: never restarted");
+            assert!(caught_up.is_empty(), "{name}: no catch-up Event");
+        }
+    }
+    assert_gauge_matches_kubectl(&plane, &webhook);
+    assert_eq!(gauge(&webhook, "instrumented"), Some(100));
     drop(webhook);
 }
 

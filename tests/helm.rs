@@ -192,19 +192,77 @@ fn assert_same_objects(chart: &BTreeMap<String, Value>, manifests: &BTreeMap<Str
     }
 }
 
+/// kustomize of an overlay of manifests/ with these components (kustomize
+/// wants relative paths: the overlay lives in the repository).
+fn kustomize_with(components: &[&str]) -> BTreeMap<String, Value> {
+    let overlay = tempfile::Builder::new()
+        .prefix(".overlay-")
+        .tempdir_in(repo())
+        .expect("overlay dir");
+    let mut text = "resources:\n  - ../manifests\ncomponents:\n".to_owned();
+    for c in components {
+        text.push_str(&format!("  - ../manifests/{c}\n"));
+    }
+    std::fs::write(overlay.path().join("kustomization.yaml"), text).expect("overlay");
+    kustomize(overlay.path().to_str().expect("utf-8 path"))
+}
+
+/// The default install is self-managed TLS, in both: the flag, the optional
+/// Secret volume, and RBAC limited by resourceNames.
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn default_values_render_the_objects_of_manifests() {
     let chart = objects(&helm_template(&[]));
     let manifests = kustomize("manifests");
     // The comparison would pass trivially if normalising emptied everything
-    // (9 objects, the fleet Lease's Role and RoleBinding, and the image
-    // volume check's).
-    assert_eq!(manifests.len(), 13, "{:?}", manifests.keys());
+    // (9 objects, the fleet Lease's Role and RoleBinding, the image volume
+    // check's, and self-managed TLS's four).
+    assert_eq!(manifests.len(), 17, "{:?}", manifests.keys());
+    let deployment = &manifests["Deployment otel-injector/otel-injector"];
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
     assert!(
-        chart.contains_key("Deployment otel-injector/otel-injector"),
-        "{:?}",
-        chart.keys()
+        args.as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "--self-managed-tls")),
+        "{args}"
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["optional"],
+        true
+    );
+    let role = &manifests["Role otel-injector/otel-injector-self-managed-tls"];
+    assert_eq!(
+        role["rules"][0]["resourceNames"],
+        serde_json::json!(["otel-injector-tls"])
+    );
+    let cluster_role = &manifests["ClusterRole /otel-injector-self-managed-tls"];
+    assert_eq!(
+        cluster_role["rules"][0]["resourceNames"],
+        serde_json::json!(["otel-injector"])
+    );
+    assert_same_objects(&chart, &manifests);
+}
+
+/// `certs.mode=secret` (bring your own certificate) renders what an overlay
+/// of manifests/ with the external-tls component gives: no self-managed
+/// flag, env or grant, and a required Secret volume.
+#[test]
+#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
+fn secret_mode_renders_the_external_tls_component() {
+    let chart = objects(&helm_template(&["--set", "certs.mode=secret"]));
+    let manifests = kustomize_with(&["external-tls"]);
+    assert_eq!(manifests.len(), 13, "{:?}", manifests.keys());
+    let deployment = &manifests["Deployment otel-injector/otel-injector"];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        !container["args"].to_string().contains("self-managed"),
+        "{}",
+        container["args"]
+    );
+    assert!(container.get("env").is_none(), "{container}");
+    assert!(
+        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]
+            .get("optional")
+            .is_none()
     );
     assert_same_objects(&chart, &manifests);
 }
@@ -213,7 +271,7 @@ fn default_values_render_the_objects_of_manifests() {
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn cert_manager_mode_adds_the_objects_of_the_overlay() {
     let chart = objects(&helm_template(&["--set", "certs.mode=certManager"]));
-    let mut expected = kustomize("manifests");
+    let mut expected = kustomize_with(&["external-tls"]);
     let overlay = kustomize("manifests/cert-manager");
     assert_eq!(overlay.len(), 4, "{:?}", overlay.keys());
     expected.extend(overlay);
@@ -242,63 +300,11 @@ fn cert_manager_mode_adds_the_objects_of_the_overlay() {
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn all_namespaces_mode_renders_the_component() {
     let chart = objects(&helm_template(&["--set", "webhook.allNamespaces=true"]));
-    // kustomize wants relative paths: the overlay lives in the repository.
-    let overlay = tempfile::Builder::new()
-        .prefix(".overlay-all-namespaces-")
-        .tempdir_in(repo())
-        .expect("overlay dir");
-    std::fs::write(
-        overlay.path().join("kustomization.yaml"),
-        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/all-namespaces\n",
-    )
-    .expect("overlay");
-    let dir = overlay.path().to_str().expect("utf-8 path");
-    let manifests = kustomize(dir);
+    let manifests = kustomize_with(&["all-namespaces"]);
     let webhook = &manifests["MutatingWebhookConfiguration /otel-injector"];
     let selector = &webhook["webhooks"][1]["namespaceSelector"];
     assert!(selector.get("matchLabels").is_none(), "{selector}");
     assert!(selector["matchExpressions"].is_array(), "{selector}");
-    assert_same_objects(&chart, &manifests);
-}
-
-/// `certs.mode=selfManaged` renders what an overlay of manifests/ with the
-/// manifests/self-managed-tls component gives: the flag, the optional Secret
-/// volume, and RBAC limited by resourceNames.
-#[test]
-#[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
-fn self_managed_mode_renders_the_component() {
-    let chart = objects(&helm_template(&["--set", "certs.mode=selfManaged"]));
-    let overlay = tempfile::Builder::new()
-        .prefix(".overlay-self-managed-")
-        .tempdir_in(repo())
-        .expect("overlay dir");
-    std::fs::write(
-        overlay.path().join("kustomization.yaml"),
-        "resources:\n  - ../manifests\ncomponents:\n  - ../manifests/self-managed-tls\n",
-    )
-    .expect("overlay");
-    let manifests = kustomize(overlay.path().to_str().expect("utf-8 path"));
-    let deployment = &manifests["Deployment otel-injector/otel-injector"];
-    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
-    assert!(
-        args.as_array()
-            .is_some_and(|a| a.iter().any(|v| v == "--self-managed-tls")),
-        "{args}"
-    );
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["optional"],
-        true
-    );
-    let role = &manifests["Role otel-injector/otel-injector-self-managed-tls"];
-    assert_eq!(
-        role["rules"][0]["resourceNames"],
-        serde_json::json!(["otel-injector-tls"])
-    );
-    let cluster_role = &manifests["ClusterRole /otel-injector-self-managed-tls"];
-    assert_eq!(
-        cluster_role["rules"][0]["resourceNames"],
-        serde_json::json!(["otel-injector"])
-    );
     assert_same_objects(&chart, &manifests);
 }
 
@@ -394,10 +400,11 @@ fn values_reach_the_objects() {
     );
 }
 
-/// Every (apiGroup, resource, verb) a Role or ClusterRole in `objects` grants.
-fn grants(
-    objects: &BTreeMap<String, Value>,
-) -> std::collections::BTreeSet<(String, String, String)> {
+/// One grant: (apiGroup, resource, verb, resourceName or "" for any).
+type Grant = (String, String, String, String);
+
+/// Every grant of a Role or ClusterRole in `objects`, one per resourceName.
+fn grants(objects: &BTreeMap<String, Value>) -> std::collections::BTreeSet<Grant> {
     let mut out = std::collections::BTreeSet::new();
     for object in objects.values() {
         if !matches!(object["kind"].as_str(), Some("Role" | "ClusterRole")) {
@@ -413,13 +420,24 @@ fn grants(
                     .collect()
             };
             assert!(
-                rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none(),
+                rule.get("nonResourceURLs").is_none(),
                 "unexpected rule shape: {rule}"
             );
+            let mut names = list("resourceNames");
+            if names.is_empty() {
+                names.push(String::new());
+            }
             for group in list("apiGroups") {
                 for resource in list("resources") {
                     for verb in list("verbs") {
-                        out.insert((group.clone(), resource.clone(), verb));
+                        for name in &names {
+                            out.insert((
+                                group.clone(),
+                                resource.clone(),
+                                verb.clone(),
+                                name.clone(),
+                            ));
+                        }
                     }
                 }
             }
@@ -428,51 +446,121 @@ fn grants(
     out
 }
 
-/// Issue 22 item 7: only the verbs the webhook and its fleet reconciler use
-/// (docs/fleet.md), in the chart and in manifests/, in every chart mode.
-/// A wildcard, a Secret, a delete or any other write fails here.
+/// Adds `verbs` on `resources` of `group` (by `name`, or "" for any) to `set`.
+fn allow(
+    set: &mut std::collections::BTreeSet<Grant>,
+    group: &str,
+    resources: &[&str],
+    verbs: &[&str],
+    name: &str,
+) {
+    for r in resources {
+        for v in verbs {
+            set.insert((
+                group.to_owned(),
+                (*r).to_owned(),
+                (*v).to_owned(),
+                name.to_owned(),
+            ));
+        }
+    }
+}
+
+/// Issue 22 item 7 and issue 26: only the verbs the webhook, its fleet
+/// reconciler and self-managed TLS use (docs/fleet.md,
+/// docs/self-managed-tls.md), in the chart and in manifests/, in every mode;
+/// self-managed TLS's only by name, and only when it is on. A wildcard, an
+/// unnamed Secret read, a delete or any other write fails here.
 #[test]
 #[cfg_attr(skip_e2e, ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs Go to build helm")]
 fn rbac_grants_nothing_broader_than_the_webhook_uses() {
-    let mut wanted = std::collections::BTreeSet::new();
-    let mut allow = |group: &str, resources: &[&str], verbs: &[&str]| {
-        for r in resources {
-            for v in verbs {
-                wanted.insert((group.to_owned(), (*r).to_owned(), (*v).to_owned()));
-            }
-        }
-    };
+    let mut base = std::collections::BTreeSet::new();
     // Admission's watches (ClusterView) and its Events.
     allow(
+        &mut base,
         "opentelemetry.io",
         &["instrumentations"],
         &["get", "list", "watch"],
+        "",
     );
-    allow("", &["namespaces"], &["get", "list", "watch"]);
-    allow("apps", &["replicasets"], &["get", "list", "watch"]);
-    allow("batch", &["jobs"], &["get", "list", "watch"]);
-    allow("", &["events"], &["create", "patch"]);
-    allow("events.k8s.io", &["events"], &["create", "patch"]);
-    // The fleet reconciler: pod watch, dry-run create, crashed container's log line.
-    allow("", &["pods"], &["get", "list", "watch", "create"]);
-    allow("", &["pods/log"], &["get"]);
     allow(
+        &mut base,
+        "",
+        &["namespaces"],
+        &["get", "list", "watch"],
+        "",
+    );
+    allow(
+        &mut base,
+        "apps",
+        &["replicasets"],
+        &["get", "list", "watch"],
+        "",
+    );
+    allow(&mut base, "batch", &["jobs"], &["get", "list", "watch"], "");
+    allow(&mut base, "", &["events"], &["create", "patch"], "");
+    allow(
+        &mut base,
+        "events.k8s.io",
+        &["events"],
+        &["create", "patch"],
+        "",
+    );
+    // The fleet reconciler: pod watch, dry-run create, crashed container's log line.
+    allow(
+        &mut base,
+        "",
+        &["pods"],
+        &["get", "list", "watch", "create"],
+        "",
+    );
+    allow(&mut base, "", &["pods/log"], &["get"], "");
+    allow(
+        &mut base,
         "apps",
         &["deployments", "statefulsets", "daemonsets"],
         &["get", "patch"],
+        "",
     );
     allow(
+        &mut base,
         "coordination.k8s.io",
         &["leases"],
         &["get", "create", "update"],
+        "",
     );
-    for values in [
-        &[][..],
-        &["--set", "certs.mode=certManager"][..],
-        &["--set", "webhook.allNamespaces=true"][..],
+    // Self-managed TLS: its Secret, its Lease, our webhook configuration.
+    let mut tls = base.clone();
+    allow(
+        &mut tls,
+        "",
+        &["secrets"],
+        &["get", "update"],
+        "otel-injector-tls",
+    );
+    allow(&mut tls, "", &["secrets"], &["create"], "");
+    allow(
+        &mut tls,
+        "coordination.k8s.io",
+        &["leases"],
+        &["get", "update"],
+        "otel-injector-leader",
+    );
+    allow(
+        &mut tls,
+        "admissionregistration.k8s.io",
+        &["mutatingwebhookconfigurations"],
+        &["get", "patch"],
+        "otel-injector",
+    );
+    for (values, wanted) in [
+        (&[][..], &tls),
+        (&["--set", "certs.mode=secret"][..], &base),
+        (&["--set", "certs.mode=certManager"][..], &base),
+        (&["--set", "webhook.allNamespaces=true"][..], &tls),
     ] {
         let granted = grants(&objects(&helm_template(values)));
-        let broader: Vec<_> = granted.difference(&wanted).collect();
+        let broader: Vec<_> = granted.difference(wanted).collect();
         assert!(
             broader.is_empty(),
             "chart {values:?} grants more: {broader:?}"
@@ -480,21 +568,26 @@ fn rbac_grants_nothing_broader_than_the_webhook_uses() {
         let missing: Vec<_> = wanted.difference(&granted).collect();
         assert!(missing.is_empty(), "chart {values:?} lacks: {missing:?}");
     }
-    let manifests = grants(&kustomize("manifests"));
+    let manifests = kustomize("manifests");
     assert_eq!(
-        manifests, wanted,
+        grants(&manifests),
+        tls,
         "manifests/ grants differ from what is used"
     );
-    // The Lease grant is namespaced: a ClusterRole on leases would let one
-    // replica take any controller's Lease in the cluster.
-    let cluster_roles = kustomize("manifests");
-    let leases_cluster_wide = cluster_roles
+    assert_eq!(
+        grants(&kustomize_with(&["external-tls"])),
+        base,
+        "manifests/ + external-tls grants differ from what is used"
+    );
+    // Leases and Secrets are namespaced grants: a ClusterRole on leases would
+    // let one replica take any controller's Lease in the cluster.
+    let cluster_wide = manifests
         .values()
         .filter(|o| o["kind"] == "ClusterRole")
-        .any(|o| o.to_string().contains("leases"));
+        .any(|o| o.to_string().contains("leases") || o.to_string().contains("secrets"));
     assert!(
-        !leases_cluster_wide,
-        "leases must be granted by a Role, not a ClusterRole"
+        !cluster_wide,
+        "leases and secrets must be granted by a Role, not a ClusterRole"
     );
 }
 
@@ -505,7 +598,7 @@ fn helm_lint_passes() {
         &[][..],
         &["--set", "certs.mode=certManager"][..],
         &["--set", "webhook.allNamespaces=true"][..],
-        &["--set", "certs.mode=selfManaged"][..],
+        &["--set", "certs.mode=secret"][..],
         &[
             "--set",
             "monitoring.serviceMonitor.enabled=true,monitoring.prometheusRule.enabled=true,monitoring.dashboard.enabled=true",

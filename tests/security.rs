@@ -646,8 +646,9 @@ fn assert_bindings_are_ours(doc: &serde_yaml_ng::Value, file: &Path) {
 }
 
 /// The base install (`manifests/*.yaml`) grants exactly what the webhook,
-/// the fleet reconciler and the image volume check use (docs/fleet.md,
-/// docs/delivery.md), no Secret, and Leases only in its own namespace. Every
+/// the fleet reconciler, the image volume check and self-managed TLS use
+/// (docs/fleet.md, docs/delivery.md, docs/self-managed-tls.md), Secrets
+/// only to self-managed TLS, and Leases only in its own namespace. Every
 /// component (`manifests/*/`) passes the per-rule checks, and a Secret is
 /// granted only by a namespaced Role, read and written by name.
 #[test]
@@ -665,7 +666,13 @@ fn rbac_is_exactly_the_least_privilege_set() {
                 "ClusterRole" | "Role" => {
                     for (g, r, v, named) in rules_of(&doc, file) {
                         if r == "secrets" {
-                            assert!(!in_base, "a Secret in the base install: {}", file.display());
+                            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+                            assert_eq!(
+                                name,
+                                "otel-injector-self-managed-tls",
+                                "a Secret granted outside self-managed TLS: {}",
+                                file.display()
+                            );
                             assert!(kind == "Role", "Secrets cluster-wide in {}", file.display());
                             assert!(
                                 named || v == "create",
@@ -713,6 +720,14 @@ fn rbac_is_exactly_the_least_privilege_set() {
             "leases",
             &["get", "create", "update"],
         ),
+        // Self-managed TLS (the default): its Secret by name (create cannot
+        // be named) and our webhook configuration's caBundle.
+        ("", "secrets", &["get", "update", "create"]),
+        (
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+            &["get", "patch"],
+        ),
     ]
     .iter()
     .flat_map(|(g, r, verbs)| {
@@ -726,6 +741,8 @@ fn rbac_is_exactly_the_least_privilege_set() {
         ("ClusterRole", "otel-injector"),
         ("Role", "otel-injector-lease"),
         ("Role", "otel-injector-image-volume-check"),
+        ("Role", "otel-injector-self-managed-tls"),
+        ("ClusterRole", "otel-injector-self-managed-tls"),
     ]
     .iter()
     .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))

@@ -59,6 +59,10 @@ pub enum SecretState {
     Unusable(String),
     /// Usable, but `notAfter` (Unix seconds) is within `renew_before`.
     Expiring(i64),
+    /// Usable, but issued by a CA not made by otel-injector (cert-manager,
+    /// a company CA): whoever wrote it renews it and sets the caBundle, so
+    /// the leader leaves both alone. Holds the issuer, for the log.
+    External(String),
     /// Usable; the CA (PEM) the webhooks must trust.
     Valid {
         ca_pem: String,
@@ -73,14 +77,24 @@ fn data_text(secret: &Secret, key: &str) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
-/// `notAfter` of the first certificate of a PEM text, Unix seconds.
-fn not_after(pem: &str) -> Result<i64, String> {
+/// `notAfter` (Unix seconds) of the first certificate of a PEM text, and
+/// whether a CA made by otel-injector issued it (else its issuer).
+fn not_after(pem: &str) -> Result<(i64, Result<(), String>), String> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .map_err(|e| format!("tls.crt is not PEM: {e}"))?;
     let cert = block
         .parse_x509()
         .map_err(|e| format!("tls.crt is not an X.509 certificate: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    let issuer = cert.issuer();
+    let ours = issuer
+        .iter_common_name()
+        .any(|cn| cn.as_str() == Ok(certs::CA_COMMON_NAME));
+    let issued = if ours {
+        Ok(())
+    } else {
+        Err(issuer.to_string())
+    };
+    Ok((cert.validity().not_after.timestamp(), issued))
 }
 
 /// Reads the Secret as the leader sees it at `now`.
@@ -100,7 +114,8 @@ pub fn secret_state(
         return SecretState::Unusable("tls.crt, tls.key or ca.crt is missing or empty".into());
     };
     let not_after = match not_after(&cert) {
-        Ok(t) => t,
+        Ok((_, Err(issuer))) => return SecretState::External(issuer),
+        Ok((t, Ok(()))) => t,
         Err(e) => return SecretState::Unusable(e),
     };
     let now = now
@@ -217,6 +232,9 @@ pub struct SelfCert {
     settings: SelfCertSettings,
     metrics: Arc<Metrics>,
     recorder: Recorder,
+    /// The issuer last logged as owning the Secret: logged once per change,
+    /// not once a round.
+    ceded: std::sync::Mutex<Option<String>>,
 }
 
 impl SelfCert {
@@ -230,6 +248,23 @@ impl SelfCert {
             client,
             settings,
             metrics,
+            ceded: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Logs, once per issuer, that another issuer owns the Secret.
+    fn ceded_to(&self, issuer: &str) {
+        let Ok(mut last) = self.ceded.lock() else {
+            return;
+        };
+        if last.as_deref() != Some(issuer) {
+            tracing::info!(
+                secret = %self.settings.secret,
+                namespace = %self.settings.namespace,
+                %issuer,
+                "self-managed TLS: the Secret's certificate was issued by another CA (cert-manager, or yours); leaving the Secret and the caBundle to it"
+            );
+            *last = Some(issuer.to_owned());
         }
     }
 
@@ -271,6 +306,10 @@ impl SelfCert {
                     )
                     .await?;
                 }
+                return Ok(());
+            }
+            SecretState::External(issuer) => {
+                self.ceded_to(issuer);
                 return Ok(());
             }
             SecretState::Missing => "the Secret does not exist".to_owned(),
@@ -353,7 +392,7 @@ impl SelfCert {
                 self.settings.namespace, self.settings.secret
             ))
         })?;
-        let not_after = not_after(&minted.cert_pem).unwrap_or_default();
+        let not_after = not_after(&minted.cert_pem).map_or(0, |(t, _)| t);
         tracing::info!(secret = %self.settings.secret, not_after, reason = why, "self-managed certificate: new certificate stored");
         self.event(
             written.object_ref(&()),
@@ -421,11 +460,46 @@ mod tests {
         ));
     }
 
+    /// A certificate from another issuer (cert-manager's CA of
+    /// manifests/cert-manager is `otel-injector-ca`), even one about to
+    /// expire, is left to that issuer; ours are managed.
+    #[test]
+    fn a_certificate_from_another_issuer_is_left_alone() {
+        use rcgen::{CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.distinguished_name
+            .push(DnType::CommonName, "otel-injector-ca");
+        ca.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA");
+        let leaf = CertificateParams::new(vec!["otel-injector.otel-injector.svc".to_owned()])
+            .expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &ca).expect("leaf");
+        let theirs = certs::Bundle {
+            ca_cert_pem: ca.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        let secret = secret_for(&settings(), &theirs);
+        let far = Duration::from_secs(100 * 365 * 86_400);
+        match secret_state(Some(&secret), SystemTime::now(), far) {
+            SecretState::External(issuer) => {
+                assert!(issuer.contains("otel-injector-ca"), "{issuer}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let ours = secret_for(&settings(), &minted());
+        assert!(matches!(
+            secret_state(Some(&ours), SystemTime::now(), far),
+            SecretState::Expiring(_)
+        ));
+    }
+
     #[test]
     fn renewal_starts_renew_before_not_after() {
         let bundle = minted();
         let secret = secret_for(&settings(), &bundle);
-        let not_after = not_after(&bundle.cert_pem).expect("not_after");
+        let (not_after, _) = not_after(&bundle.cert_pem).expect("not_after");
         let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t as u64);
         let renew = Duration::from_secs(30 * 86_400);
         let day = 86_400;

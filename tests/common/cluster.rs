@@ -72,7 +72,7 @@ impl ControlPlane {
     }
 
     /// The environment the otel-injector binary needs to reach this API server.
-    fn binary_env(&self) -> [(&str, &str); 2] {
+    pub fn binary_env(&self) -> [(&str, &str); 2] {
         [
             ("KUBECONFIG", self.var("KUBECONFIG")),
             ("NO_PROXY", "127.0.0.1,localhost"),
