@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::inject::Settings;
+use crate::settings::Settings;
 
 /// One value the API server would refuse.
 #[derive(Clone, Debug, PartialEq, Eq)]

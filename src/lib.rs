@@ -8,6 +8,7 @@
 //!   webhook, `mutate`/`explain` and the tests;
 //! - [`review`]: AdmissionReview bytes → response bytes (no I/O);
 //! - [`delivery`]: initContainer or imageVolume, and the fallback;
+//! - [`settings`]: the typed values the mutation needs (a leaf module);
 //! - [`config`]: the operator-side YAML config and the built-in cxtm profile;
 //! - [`guard`]: what the patch adds, checked as the API server will check it;
 //! - [`server`], [`admin`], [`tls`], [`metrics`]: the HTTPS webhook and admin port;
@@ -33,5 +34,6 @@ pub mod policy;
 pub mod review;
 pub mod run;
 pub mod server;
+pub mod settings;
 pub mod tls;
 pub mod verify;

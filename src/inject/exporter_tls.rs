@@ -13,29 +13,14 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
 };
 
+pub use crate::settings::ExporterTls;
+
 pub const CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
 pub const CLIENT_CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
 pub const CLIENT_KEY_ENV: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
 
 /// Volume names are DNS-1123 labels: at most 63 characters.
 const MAX_VOLUME_NAME: usize = 63;
-
-/// The exporter's TLS files, as an Instrumentation names them. Empty
-/// strings in the resource are `None` here (the operator treats them as unset).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExporterTls {
-    /// Secret holding the client certificate and key (and the CA, unless a
-    /// ConfigMap is named).
-    pub secret_name: Option<String>,
-    /// ConfigMap holding the CA certificate.
-    pub config_map_name: Option<String>,
-    /// Key of the CA in the ConfigMap or Secret, or an absolute path.
-    pub ca_file: Option<String>,
-    /// Key of the client certificate in the Secret, or an absolute path.
-    pub cert_file: Option<String>,
-    /// Key of the client key in the Secret, or an absolute path.
-    pub key_file: Option<String>,
-}
 
 /// One volume to add to the pod and mount, read-only, in each instrumented container.
 #[derive(Clone, Debug, PartialEq)]

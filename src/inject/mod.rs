@@ -16,15 +16,14 @@ pub mod workload;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
-    ImageVolumeSource, ObjectFieldSelector, PersistentVolumeClaimTemplate, Pod, PodSpec,
-    ResourceRequirements, Volume, VolumeMount,
+    ImageVolumeSource, ObjectFieldSelector, Pod, PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::config::{CommandWrapper, Config, Delivery, Platform};
+use crate::settings::{Delivery, Platform};
+pub use crate::settings::{Sampler, Settings};
 use command::Wrap;
 pub use exporter_tls::ExporterTls;
 pub use patch::JsonPatch;
@@ -47,96 +46,6 @@ pub const RESTARTED_AT_ANNOTATION: &str = "otel-injector.io/restartedAt";
 /// Init container names that mean "already instrumented for Python": ours
 /// (configurable) and the OpenTelemetry Operator's.
 pub const OPERATOR_INIT_CONTAINER: &str = "opentelemetry-auto-instrumentation-python";
-
-/// Everything the mutation needs to know about what to inject, already
-/// resolved from the config and, where one applies, an Instrumentation resource.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub image: String,
-    pub image_pull_policy: Option<String>,
-    pub init_container_name: String,
-    pub volume_name: String,
-    pub mount_path: String,
-    pub volume_size_limit: Option<String>,
-    /// An Instrumentation's `spec.python.volumeClaimTemplate`: the shared
-    /// volume is then this ephemeral volume instead of an emptyDir.
-    pub volume_claim_template: Option<PersistentVolumeClaimTemplate>,
-    pub init_container_resources: Option<ResourceRequirements>,
-    pub endpoint: Option<String>,
-    pub protocol: String,
-    /// `spec.exporter.tls`: the exporter's certificate files and their volumes.
-    pub exporter_tls: Option<ExporterTls>,
-    /// Env in precedence order, first wins (`python.env`, then `spec.env`, then config).
-    pub env: Vec<EnvVar>,
-    /// How many of `env`'s first entries come from `spec.python.env`: the
-    /// operator adds those before `PYTHONPATH`, the rest after it.
-    pub python_env_count: usize,
-    /// What of an Instrumentation is read but not applied, for the
-    /// admission response's warnings (nothing is ignored silently).
-    pub not_applied: Vec<String>,
-    pub resource_attributes: IndexMap<String, String>,
-    /// Build env and `OTEL_RESOURCE_ATTRIBUTES` exactly as the operator does
-    /// (always with an Instrumentation; `kubernetesResourceAttributes` in config).
-    pub kubernetes_resource_attributes: bool,
-    /// `spec.defaults.useLabelsForResourceAttributes`.
-    pub use_labels_for_resource_attributes: bool,
-    /// `spec.resource.addK8sUIDAttributes`.
-    pub add_k8s_uid_attributes: bool,
-    pub propagators: Vec<String>,
-    pub sampler: Option<Sampler>,
-    pub node_selector: BTreeMap<String, String>,
-    pub command_wrapper: CommandWrapper,
-    pub sidecars: Vec<String>,
-    pub platform: Platform,
-    /// The default delivery; a pod's annotation may choose the other.
-    pub delivery: Delivery,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sampler {
-    pub kind: String,
-    pub argument: Option<String>,
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Settings {
-            image: config.image.clone(),
-            image_pull_policy: config.image_pull_policy.clone(),
-            init_container_name: config.init_container_name.clone(),
-            volume_name: config.volume_name.clone(),
-            mount_path: config.mount_path.trim_end_matches('/').to_owned(),
-            volume_size_limit: config.volume_size_limit.clone(),
-            volume_claim_template: None,
-            init_container_resources: config.init_container_resources.clone(),
-            endpoint: config.exporter.endpoint.clone(),
-            protocol: config.exporter.protocol.clone(),
-            exporter_tls: None,
-            env: config.env.clone(),
-            python_env_count: 0,
-            not_applied: Vec::new(),
-            resource_attributes: config.resource_attributes.clone(),
-            kubernetes_resource_attributes: config.kubernetes_resource_attributes,
-            use_labels_for_resource_attributes: false,
-            add_k8s_uid_attributes: false,
-            propagators: Vec::new(),
-            sampler: None,
-            node_selector: config.node_selector.clone(),
-            command_wrapper: config.command_wrapper.clone(),
-            sidecars: config.sidecars.clone(),
-            platform: config.platform,
-            delivery: config.delivery,
-        }
-    }
-
-    /// `<mount>/opentelemetry/instrumentation/auto_instrumentation`, where `sitecustomize` lives.
-    pub fn pythonpath_prefix(&self) -> String {
-        format!(
-            "{}/opentelemetry/instrumentation/auto_instrumentation",
-            self.mount_path
-        )
-    }
-}
 
 /// Per-pod choices made from annotations by the policy layer.
 #[derive(Clone, Debug, Default, PartialEq)]
