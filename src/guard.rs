@@ -18,9 +18,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimTemplate, ResourceRequirements,
+    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimTemplate, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::settings::Settings;
 
@@ -210,7 +212,32 @@ impl Checker {
         template: &PersistentVolumeClaimTemplate,
     ) {
         let spec = &template.spec;
-        let modes = spec.access_modes.as_deref().unwrap_or_default();
+        self.access_modes(setting, spec.access_modes.as_deref().unwrap_or_default());
+        self.claim_storage(setting, spec);
+        if let Some(mode) = &spec.volume_mode {
+            self.record(
+                || format!("{setting}.spec.volumeMode"),
+                mode,
+                // A raw block device cannot be mounted, and the init
+                // container copies files into it: the pod would not start.
+                rule(
+                    mode == "Filesystem",
+                    "must be Filesystem: the instrumentation is copied into it as files",
+                ),
+            );
+        }
+        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
+            self.record(
+                || format!("{setting}.spec.storageClassName"),
+                class,
+                dns_subdomain(class),
+            );
+        }
+        self.template_metadata(setting, template.metadata.as_ref());
+    }
+
+    /// At least one access mode, each a known one, and `ReadWriteOncePod` alone.
+    fn access_modes(&mut self, setting: &str, modes: &[String]) {
         if modes.is_empty() {
             self.record(
                 || format!("{setting}.spec.accessModes"),
@@ -239,16 +266,16 @@ impl Checker {
             self.record(
                 || format!("{setting}.spec.accessModes[{i}]"),
                 mode,
-                if known {
-                    Ok(())
-                } else {
-                    Err(
-                        "must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod"
-                            .to_owned(),
-                    )
-                },
+                rule(
+                    known,
+                    "must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod",
+                ),
             );
         }
+    }
+
+    /// A positive storage request.
+    fn claim_storage(&mut self, setting: &str, spec: &PersistentVolumeClaimSpec) {
         let storage = spec
             .resources
             .as_ref()
@@ -256,13 +283,8 @@ impl Checker {
             .and_then(|r| r.get("storage"));
         let checked = match storage {
             None => Err("a storage request is required".to_owned()),
-            Some(q) => quantity(&q.0).and_then(|parsed| {
-                if parsed.is_positive() {
-                    Ok(())
-                } else {
-                    Err("must be greater than zero".to_owned())
-                }
-            }),
+            Some(q) => quantity(&q.0)
+                .and_then(|parsed| rule(parsed.is_positive(), "must be greater than zero")),
         };
         let value = storage.map_or("", |q| q.0.as_str());
         self.record(
@@ -270,32 +292,13 @@ impl Checker {
             value,
             checked,
         );
-        if let Some(mode) = &spec.volume_mode {
-            self.record(
-                || format!("{setting}.spec.volumeMode"),
-                mode,
-                // A raw block device cannot be mounted, and the init
-                // container copies files into it: the pod would not start.
-                if mode == "Filesystem" {
-                    Ok(())
-                } else {
-                    Err(
-                        "must be Filesystem: the instrumentation is copied into it as files"
-                            .to_owned(),
-                    )
-                },
-            );
-        }
-        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
-            self.record(
-                || format!("{setting}.spec.storageClassName"),
-                class,
-                dns_subdomain(class),
-            );
-        }
+    }
+
+    /// The template's labels and annotations, and nothing else of its metadata.
+    fn template_metadata(&mut self, setting: &str, metadata: Option<&ObjectMeta>) {
         // ValidateTemplateObjectMeta: labels and annotations only; any other
         // metadata "cannot be set for an ephemeral volume".
-        if let Some(meta) = &template.metadata {
+        if let Some(meta) = metadata {
             let mut others = serde_json::to_value(meta).unwrap_or_default();
             if let Some(map) = others.as_object_mut() {
                 map.remove("labels");
@@ -319,7 +322,7 @@ impl Checker {
                 );
             }
         }
-        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        let labels = metadata.and_then(|m| m.labels.as_ref());
         for (key, value) in labels.into_iter().flatten() {
             self.record(|| format!("{setting}.metadata.labels"), key, label_key(key));
             self.record(
@@ -443,6 +446,15 @@ impl ParsedQuantity {
     pub fn is_whole(&self) -> bool {
         self.millis()
             .map_or(self.approx.fract() == 0.0, |m| m % 1000 == 0)
+    }
+}
+
+/// A rule of the API server's: `Ok` where it holds, else its refusal.
+fn rule(holds: bool, refusal: &str) -> Result<(), String> {
+    if holds {
+        Ok(())
+    } else {
+        Err(refusal.to_owned())
     }
 }
 
@@ -816,11 +828,10 @@ fn key_ref(name: &str, key: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         && key != "."
         && !key.starts_with("..");
-    if ok {
-        Ok(())
-    } else {
-        Err("a key must be at most 253 letters, digits, '-', '_' or '.', and not '.' or start with '..'".to_owned())
-    }
+    rule(
+        ok,
+        "a key must be at most 253 letters, digits, '-', '_' or '.', and not '.' or start with '..'",
+    )
 }
 
 /// `imagePullPolicy`, as the API server's enum.
@@ -839,11 +850,10 @@ pub fn env_var_name(name: &str) -> Result<(), String> {
     let first_ok = bytes
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_'));
-    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
-        Ok(())
-    } else {
-        Err("a valid environment variable name must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit".to_owned())
-    }
+    rule(
+        first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')),
+        "a valid environment variable name must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit",
+    )
 }
 
 /// An RFC 1123 label: names of containers and volumes.
@@ -855,11 +865,10 @@ pub fn dns_label(name: &str) -> Result<(), String> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 label (lowercase letters, digits, '-', at most 63 characters, starting and ending with a letter or digit)".to_owned())
-    }
+    rule(
+        ok,
+        "must be a DNS-1123 label (lowercase letters, digits, '-', at most 63 characters, starting and ending with a letter or digit)",
+    )
 }
 
 /// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
@@ -875,11 +884,10 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         });
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 subdomain (lowercase labels separated by '.', at most 253 characters)".to_owned())
-    }
+    rule(
+        ok,
+        "must be a DNS-1123 subdomain (lowercase labels separated by '.', at most 253 characters)",
+    )
 }
 
 /// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63: the name part of
@@ -903,11 +911,10 @@ pub fn qualified_name(key: &str) -> Result<(), String> {
     if let Some(prefix) = prefix {
         dns_subdomain(prefix).map_err(|e| format!("the prefix {prefix:?} {e}"))?;
     }
-    if name_part(name) {
-        Ok(())
-    } else {
-        Err("must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
-    }
+    rule(
+        name_part(name),
+        "must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    )
 }
 
 pub fn label_key(key: &str) -> Result<(), String> {
@@ -915,11 +922,10 @@ pub fn label_key(key: &str) -> Result<(), String> {
 }
 
 pub fn label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || name_part(value) {
-        Ok(())
-    } else {
-        Err("a label value must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
-    }
+    rule(
+        value.is_empty() || name_part(value),
+        "a label value must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    )
 }
 
 /// An image reference: `[domain[:port]/]path[:tag][@digest]`. The API
