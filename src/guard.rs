@@ -152,34 +152,29 @@ impl Checker {
     }
 
     fn env_source(&mut self, key: impl Fn() -> String, source: &EnvVarSource) {
-        let mut sources = 0;
-        if let Some(r) = &source.field_ref {
-            sources += 1;
-            let result = env_field_ref(r.api_version.as_deref(), &r.field_path);
-            self.record(
-                || format!("{}.fieldRef.fieldPath", key()),
-                &r.field_path,
-                result,
-            );
-        }
-        if let Some(r) = &source.resource_field_ref {
-            sources += 1;
-            let result = env_resource_field_ref(&r.resource, r.divisor.as_ref());
-            self.record(
-                || format!("{}.resourceFieldRef", key()),
-                &r.resource,
-                result,
-            );
-        }
-        if let Some(r) = &source.config_map_key_ref {
-            sources += 1;
-            let result = key_ref(&r.name, &r.key);
-            self.record(|| format!("{}.configMapKeyRef", key()), &r.key, result);
-        }
-        if let Some(r) = &source.secret_key_ref {
-            sources += 1;
-            let result = key_ref(&r.name, &r.key);
-            self.record(|| format!("{}.secretKeyRef", key()), &r.key, result);
+        // Each source that is set, with the field the API server names and
+        // the value it checks.
+        let checked = [
+            source.field_ref.as_ref().map(|r| {
+                let result = env_field_ref(r.api_version.as_deref(), &r.field_path);
+                ("fieldRef.fieldPath", r.field_path.as_str(), result)
+            }),
+            source.resource_field_ref.as_ref().map(|r| {
+                let result = env_resource_field_ref(&r.resource, r.divisor.as_ref());
+                ("resourceFieldRef", r.resource.as_str(), result)
+            }),
+            source
+                .config_map_key_ref
+                .as_ref()
+                .map(|r| ("configMapKeyRef", r.key.as_str(), key_ref(&r.name, &r.key))),
+            source
+                .secret_key_ref
+                .as_ref()
+                .map(|r| ("secretKeyRef", r.key.as_str(), key_ref(&r.name, &r.key))),
+        ];
+        let sources = checked.iter().flatten().count();
+        for (field, value, result) in checked.into_iter().flatten() {
+            self.record(|| format!("{}.{field}", key()), value, result);
         }
         if source.file_key_ref.is_some() {
             // Alpha (EnvFiles gate, off by default): the API server drops
@@ -1402,13 +1397,18 @@ mod refused_by_the_api_server {
     }
 
     fn claim(storage: &str) -> Vec<Problem> {
+        claim_with(&["ReadWriteOnce"], storage)
+    }
+
+    /// The problems of a claim template with these access modes and storage request.
+    fn claim_with(modes: &[&str], storage: &str) -> Vec<Problem> {
         let mut c = Checker::default();
         c.volume_claim_template(
             "t",
             &PersistentVolumeClaimTemplate {
                 metadata: None,
                 spec: PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    access_modes: Some(modes.iter().map(|m| (*m).to_owned()).collect()),
                     resources: Some(VolumeResourceRequirements {
                         requests: quantities(&[("storage", storage)]),
                         limits: None,
@@ -1437,25 +1437,7 @@ mod refused_by_the_api_server {
 
     #[test]
     fn read_write_once_pod_stands_alone() {
-        let mut c = Checker::default();
-        c.volume_claim_template(
-            "t",
-            &PersistentVolumeClaimTemplate {
-                metadata: None,
-                spec: PersistentVolumeClaimSpec {
-                    access_modes: Some(vec![
-                        "ReadWriteOncePod".to_owned(),
-                        "ReadOnlyMany".to_owned(),
-                    ]),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: quantities(&[("storage", "1Gi")]),
-                        limits: None,
-                    }),
-                    ..Default::default()
-                },
-            },
-        );
-        let problems = c.into_result().err().unwrap_or_default();
+        let problems = claim_with(&["ReadWriteOncePod", "ReadOnlyMany"], "1Gi");
         assert!(
             problems.iter().any(|p| p.setting == "t.spec.accessModes"),
             "{problems:?}"

@@ -30,6 +30,7 @@ use super::{CRASHES_UNINSTRUMENTED_ANNOTATION, Crash, PodState, restartable};
 use crate::admission::{Base, Context};
 use crate::config::Fleet;
 use crate::inject::{RESTARTED_AT_ANNOTATION, ROLLED_BACK_ANNOTATION, STATUS_ANNOTATION};
+use crate::k8s::events::{MAX_NOTE_BYTES, bounded_to};
 use crate::metrics::{Metrics, PodLabels};
 use crate::policy::ClusterView;
 
@@ -477,7 +478,7 @@ impl Reconciler {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(bounded_to(note, 1000)),
+            note: Some(bounded_to(note, MAX_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -525,18 +526,6 @@ fn template_annotation<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a V
 
 fn bounded(text: String) -> String {
     bounded_to(text, MAX_REASON_BYTES)
-}
-
-/// Cut at a character boundary: reasons quote log lines.
-fn bounded_to(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-    }
-    text
 }
 
 /// Whether a workload's rollout has finished and all its pods are available

@@ -97,47 +97,46 @@ impl ExporterTls {
     pub fn volumes(&self) -> Vec<TlsVolume> {
         let mut out = Vec::with_capacity(2);
         if let Some(secret) = &self.secret_name {
-            let name = self.secret_volume_name();
-            out.push(TlsVolume {
-                volume: Volume {
-                    name: name.clone(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret.clone()),
-                        // A missing Secret must not keep the pod from starting.
-                        optional: Some(true),
-                        ..Default::default()
-                    }),
+            let volume = Volume {
+                name: self.secret_volume_name(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    // A missing Secret must not keep the pod from starting.
+                    optional: Some(true),
                     ..Default::default()
-                },
-                mount: VolumeMount {
-                    name,
-                    mount_path: self.secret_mount_path(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            });
+                }),
+                ..Default::default()
+            };
+            out.push(TlsVolume::read_only(volume, self.secret_mount_path()));
         }
         if let Some(config_map) = &self.config_map_name {
-            let name = self.config_map_volume_name();
-            out.push(TlsVolume {
-                volume: Volume {
-                    name: name.clone(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: config_map.clone(),
-                        optional: Some(true),
-                        ..Default::default()
-                    }),
+            let volume = Volume {
+                name: self.config_map_volume_name(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map.clone(),
+                    optional: Some(true),
                     ..Default::default()
-                },
-                mount: VolumeMount {
-                    name,
-                    mount_path: self.config_map_mount_path(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            });
+                }),
+                ..Default::default()
+            };
+            out.push(TlsVolume::read_only(volume, self.config_map_mount_path()));
         }
         out
+    }
+}
+
+impl TlsVolume {
+    /// `volume`, mounted read-only at `mount_path`.
+    fn read_only(volume: Volume, mount_path: String) -> Self {
+        TlsVolume {
+            mount: VolumeMount {
+                name: volume.name.clone(),
+                mount_path,
+                read_only: Some(true),
+                ..Default::default()
+            },
+            volume,
+        }
     }
 }
 
