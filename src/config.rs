@@ -308,7 +308,7 @@ impl Config {
     }
 
     /// Refuses values the webhook cannot use, and values the API server
-    /// would refuse in the patched pod (the [`guard`](crate::guard)): one
+    /// would refuse in the patched pod (the `guard` module): one
     /// such value would make every injected pod fail to be created.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting: &str, reason: &str| {

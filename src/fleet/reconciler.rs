@@ -7,7 +7,7 @@
 //! Every change it makes to a workload is a merge patch of annotations only,
 //! explained by an Event on the workload and counted in a metric.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -577,15 +577,6 @@ pub fn rollout_complete(kind: &str, object: &DynamicObject) -> bool {
         }
         _ => false,
     }
-}
-
-/// Pod counts per state, from a survey (for tests and the CLI).
-pub fn totals(survey: &Survey) -> BTreeMap<PodState, i64> {
-    let mut out = BTreeMap::new();
-    for ((_, state), n) in &survey.counts {
-        *out.entry(*state).or_default() += n;
-    }
-    out
 }
 
 #[cfg(test)]

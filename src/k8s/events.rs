@@ -11,8 +11,6 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::review::Decision;
 
-/// At most one Event per (namespace, owner, outcome) in this window.
-pub const EVENT_INTERVAL: Duration = Duration::from_secs(300);
 /// Owners remembered at once; past it the oldest is forgotten (it may then
 /// get a second Event within the interval, which is the lesser harm).
 const MAX_KEYS: usize = 10_000;
