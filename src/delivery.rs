@@ -13,7 +13,7 @@ use std::sync::RwLock;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::config::Delivery;
+use crate::settings::Delivery;
 
 pub const DELIVERY_ANNOTATION: &str = "otel-injector.io/delivery";
 

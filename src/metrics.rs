@@ -305,8 +305,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Delivery;
     use crate::delivery::{Chosen, ImageVolumeSupport};
+    use crate::settings::Delivery;
 
     fn decision(outcome: Outcome, delivery: Option<Chosen>) -> Decision {
         Decision {
