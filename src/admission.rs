@@ -171,6 +171,32 @@ impl Admission {
             .map(|c| c.name.as_str())
     }
 
+    fn out_of_scope(why: String) -> Self {
+        Admission {
+            reason: why.clone(),
+            scope: Scope::OutOfScope { why },
+            outcome: Outcome::OutOfScope,
+            injection: None,
+            warnings: Vec::new(),
+            delivery: None,
+        }
+    }
+
+    /// In scope, but its workload was rolled back: left alone, and said so.
+    fn after_rollback(rollback: &str, scope: Scope) -> Self {
+        let reason = format!(
+            "its workload was rolled back ({rollback}); remove the annotation {ROLLED_BACK_ANNOTATION} from the workload to instrument it again"
+        );
+        Admission {
+            warnings: vec![not_instrumented(&reason)],
+            scope,
+            outcome: Outcome::RolledBack,
+            reason,
+            injection: None,
+            delivery: None,
+        }
+    }
+
     fn unresolvable(why: String) -> Self {
         Admission {
             warnings: vec![not_instrumented(&why)],
@@ -217,35 +243,17 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
             platform,
             why,
         } => (settings, container_names, platform, why),
-        Scope::OutOfScope { why } => {
-            return Admission {
-                reason: why.clone(),
-                scope: Scope::OutOfScope { why },
-                outcome: Outcome::OutOfScope,
-                injection: None,
-                warnings: Vec::new(),
-                delivery: None,
-            };
-        }
+        Scope::OutOfScope { why } => return Admission::out_of_scope(why),
         Scope::Unresolvable { why } => return Admission::unresolvable(why),
     };
     if let Some(rollback) = rolled_back(pod) {
-        let reason = format!(
-            "its workload was rolled back ({rollback}); remove the annotation {ROLLED_BACK_ANNOTATION} from the workload to instrument it again"
-        );
-        return Admission {
-            warnings: vec![not_instrumented(&reason)],
-            scope: Scope::Inject {
-                settings,
-                container_names,
-                platform,
-                why,
-            },
-            outcome: Outcome::RolledBack,
-            reason,
-            injection: None,
-            delivery: None,
+        let scope = Scope::Inject {
+            settings,
+            container_names,
+            platform,
+            why,
         };
+        return Admission::after_rollback(rollback, scope);
     }
     // Instrumentation values are checked where they are read; the base
     // settings once, here, as every settings object is built on them.
@@ -270,13 +278,7 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
     };
     let injection = inject::inject(pod, &settings, &request);
     let outcome = Outcome::from(&injection.outcome);
-    let reason = match &injection.outcome {
-        inject::Outcome::Injected => why.clone(),
-        inject::Outcome::AlreadyInjected { marker } => {
-            format!("pod already has {marker}")
-        }
-        inject::Outcome::Skipped { reason } => reason.clone(),
-    };
+    let reason = injection_reason(&injection.outcome, &why);
     let warnings = admission_warnings(&injection, &settings, delivery_warnings);
     Admission {
         scope: Scope::Inject {
@@ -290,6 +292,18 @@ pub fn admit(pod: &Pod, namespace: &str, name: &str, ctx: Context<'_>) -> Admiss
         injection: Some(injection),
         warnings,
         delivery: Some(chosen),
+    }
+}
+
+/// The admission's reason for a pod in scope: why it was chosen when it is
+/// injected, else why the mutation left it alone.
+fn injection_reason(outcome: &inject::Outcome, why: &str) -> String {
+    match outcome {
+        inject::Outcome::Injected => why.to_owned(),
+        inject::Outcome::AlreadyInjected { marker } => {
+            format!("pod already has {marker}")
+        }
+        inject::Outcome::Skipped { reason } => reason.clone(),
     }
 }
 

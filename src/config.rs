@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use serde::{Deserialize, Serialize};
 
 use crate::guard;
-use crate::inject::Settings;
+use crate::settings::Settings;
+/// The settings' enums and the wrapper are part of the YAML schema too.
+pub use crate::settings::{CommandWrapper, Delivery, Platform};
 
 /// The seed's auto-instrumentation image.
 pub const DEFAULT_IMAGE: &str =
@@ -97,48 +99,6 @@ pub struct Config {
     /// the ImageVolume gate, containerd 2.1+; docs/delivery.md). A pod may
     /// choose with the `otel-injector.io/delivery` annotation.
     pub delivery: Delivery,
-}
-
-/// How the auto-instrumentation reaches the pod's containers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Delivery {
-    /// An init container copies the image's files into an emptyDir.
-    #[default]
-    InitContainer,
-    /// The image itself is mounted read-only (`volumes[].image`): no copy,
-    /// no extra container, nothing that runs as root.
-    ImageVolume,
-}
-
-impl Delivery {
-    pub const ALL: [Delivery; 2] = [Delivery::InitContainer, Delivery::ImageVolume];
-
-    /// The config and annotation value, also the metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Delivery::InitContainer => "initContainer",
-            Delivery::ImageVolume => "imageVolume",
-        }
-    }
-}
-
-impl std::fmt::Display for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
-impl std::str::FromStr for Delivery {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Delivery::ALL
-            .into_iter()
-            .find(|d| d.label() == s.trim())
-            .ok_or_else(|| {
-                format!("unknown delivery {s:?} (expected initContainer or imageVolume)")
-            })
-    }
 }
 
 /// What the reconciler (on the Lease holder only) does on its own.
@@ -220,80 +180,11 @@ pub struct Exporter {
     pub protocol: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct CommandWrapper {
-    /// Wrap a container `command` that starts with a Python interpreter.
-    pub enabled: bool,
-    /// Interpreter that runs `opentelemetry-instrument`. Empty (the default):
-    /// the container's own, i.e. the command's first element, which exists in
-    /// the image because the command ran without us. `python3` gives the
-    /// seed's hand-made command, but crash-loops images without `python3` on
-    /// PATH (a virtualenv with only `python`).
-    pub interpreter: String,
-    /// Run the wrapper behind a few lines of Python ([`crate::inject::command::GUARD`])
-    /// that start the command uninstrumented, saying so once, when the
-    /// image's `opentelemetry-instrument` cannot run in the container's
-    /// Python. `false` gives the seed's bare command, which exits 1 there
-    /// and crash-loops the pod.
-    pub guard: bool,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Platform {
-    #[default]
-    Glibc,
-    Musl,
-}
-
-impl Platform {
-    /// Directory in the auto-instrumentation image to copy from.
-    pub fn source_dir(self) -> &'static str {
-        match self {
-            Platform::Glibc => "/autoinstrumentation/.",
-            Platform::Musl => "/autoinstrumentation-musl/.",
-        }
-    }
-
-    /// The same directory relative to the image's root: the `subPath` of an
-    /// image volume's mount, so the app sees the same tree as after the copy.
-    pub fn image_sub_path(self) -> &'static str {
-        match self {
-            Platform::Glibc => "autoinstrumentation",
-            Platform::Musl => "autoinstrumentation-musl",
-        }
-    }
-}
-
-impl std::str::FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "glibc" => Ok(Platform::Glibc),
-            "musl" => Ok(Platform::Musl),
-            other => Err(format!(
-                "unknown platform {other:?} (expected glibc or musl)"
-            )),
-        }
-    }
-}
-
 impl Default for Exporter {
     fn default() -> Self {
         Exporter {
             endpoint: Some(DEFAULT_ENDPOINT.to_owned()),
             protocol: DEFAULT_PROTOCOL.to_owned(),
-        }
-    }
-}
-
-impl Default for CommandWrapper {
-    fn default() -> Self {
-        CommandWrapper {
-            enabled: true,
-            interpreter: String::new(),
-            guard: true,
         }
     }
 }
@@ -354,6 +245,41 @@ impl Default for Config {
     }
 }
 
+/// The config is the usual producer of [`Settings`]; the impl lives here so
+/// that `settings` stays a leaf that knows nothing of the YAML schema.
+impl Settings {
+    /// The settings of the config alone (no Instrumentation applies).
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            image: config.image.clone(),
+            image_pull_policy: config.image_pull_policy.clone(),
+            init_container_name: config.init_container_name.clone(),
+            volume_name: config.volume_name.clone(),
+            mount_path: config.mount_path.trim_end_matches('/').to_owned(),
+            volume_size_limit: config.volume_size_limit.clone(),
+            volume_claim_template: None,
+            init_container_resources: config.init_container_resources.clone(),
+            endpoint: config.exporter.endpoint.clone(),
+            protocol: config.exporter.protocol.clone(),
+            exporter_tls: None,
+            env: config.env.clone(),
+            python_env_count: 0,
+            not_applied: Vec::new(),
+            resource_attributes: config.resource_attributes.clone(),
+            kubernetes_resource_attributes: config.kubernetes_resource_attributes,
+            use_labels_for_resource_attributes: false,
+            add_k8s_uid_attributes: false,
+            propagators: Vec::new(),
+            sampler: None,
+            node_selector: config.node_selector.clone(),
+            command_wrapper: config.command_wrapper.clone(),
+            sidecars: config.sidecars.clone(),
+            platform: config.platform,
+            delivery: config.delivery,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a YAML config file. Keys left out take their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -382,7 +308,7 @@ impl Config {
     }
 
     /// Refuses values the webhook cannot use, and values the API server
-    /// would refuse in the patched pod (the [`guard`](crate::guard)): one
+    /// would refuse in the patched pod (the `guard` module): one
     /// such value would make every injected pod fail to be created.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |setting: &str, reason: &str| {

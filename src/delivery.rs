@@ -5,7 +5,7 @@
 //! An API server with the ImageVolume gate off silently drops
 //! `volumes[].image`: the pod then gets an empty mount (1.34.4 accepts it
 //! without the field) or is refused for a volume with no source. So the
-//! webhook checks (a dry-run create, [`crate::k8s::probe`]) and delivers
+//! webhook checks (a dry-run create, `k8s::probe`) and delivers
 //! through the init container until the field is known to survive.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use std::sync::RwLock;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::config::Delivery;
+use crate::settings::Delivery;
 
 pub const DELIVERY_ANNOTATION: &str = "otel-injector.io/delivery";
 

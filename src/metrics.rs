@@ -96,116 +96,122 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("otel_injector");
-        let admissions = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("otel_injector"),
+            admissions: Default::default(),
+            bad_requests: Default::default(),
+            // 25 µs .. ~0.8 s
+            duration: Histogram::new(exponential_buckets(0.000_025, 2.0, 16)),
+            patch_bytes: Histogram::new(exponential_buckets(64.0, 2.0, 14)),
+            cert_expiry: Default::default(),
+            cert_reloads: Default::default(),
+            cert_writes: Default::default(),
+            instrumentations: Default::default(),
+            deliveries: Default::default(),
+            image_volumes_supported: Default::default(),
+            instrumentations_invalid: Default::default(),
+            pods: Default::default(),
+            rollbacks: Default::default(),
+            restores: Default::default(),
+            catch_ups: Default::default(),
+        };
+        // Registration order is the order of the exposition.
+        metrics.register_admission();
+        metrics.register_certificates();
+        metrics.register_resources();
+        metrics.register_fleet();
+        metrics
+    }
+
+    /// The review path's metrics.
+    fn register_admission(&mut self) {
+        self.registry.register(
             "admission_requests",
             "AdmissionReviews answered, by outcome (injected, already-injected, skipped, out-of-scope, not-applicable, rolled-back, error)",
-            admissions.clone(),
+            self.admissions.clone(),
         );
-        let bad_requests = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "bad_requests",
             "Requests refused before any review (HTTP 4xx), by reason",
-            bad_requests.clone(),
+            self.bad_requests.clone(),
         );
-        // 25 µs .. ~0.8 s
-        let duration = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
-        registry.register(
+        self.registry.register(
             "admission_duration_seconds",
             "Time to answer one AdmissionReview, body read to response",
-            duration.clone(),
+            self.duration.clone(),
         );
-        let patch_bytes = Histogram::new(exponential_buckets(64.0, 2.0, 14));
-        registry.register(
+        self.registry.register(
             "patch_bytes",
             "Size of the JSON Patch sent back, in bytes",
-            patch_bytes.clone(),
+            self.patch_bytes.clone(),
         );
-        let cert_expiry = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+    }
+
+    /// The serving certificate's metrics.
+    fn register_certificates(&mut self) {
+        self.registry.register(
             "certificate_expiry_timestamp_seconds",
             "notAfter of the serving certificate, Unix seconds",
-            cert_expiry.clone(),
+            self.cert_expiry.clone(),
         );
-        let cert_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "certificate_reloads",
             "Serving certificate reloads, by result (success, failure)",
-            cert_reloads.clone(),
+            self.cert_reloads.clone(),
         );
-        let cert_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "certificate_writes",
             "Writes of the self-managed certificate by the leader, by object (secret, webhook) and result (success, failure)",
-            cert_writes.clone(),
+            self.cert_writes.clone(),
         );
-        let instrumentations = Gauge::default();
-        registry.register(
+    }
+
+    /// What the watches and the image volume check know.
+    fn register_resources(&mut self) {
+        self.registry.register(
             "instrumentations",
             "Instrumentation resources known from the watch",
-            instrumentations.clone(),
+            self.instrumentations.clone(),
         );
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "deliveries",
             "Injected pods by delivery (initContainer, imageVolume) and fallback (true: asked for imageVolume, got the init container)",
-            deliveries.clone(),
+            self.deliveries.clone(),
         );
-        let image_volumes_supported = Gauge::default();
-        registry.register(
+        self.registry.register(
             "image_volumes_supported",
             "1 when the last check found that the API server keeps volumes[].image, else 0",
-            image_volumes_supported.clone(),
+            self.image_volumes_supported.clone(),
         );
-        let instrumentations_invalid = Gauge::default();
-        registry.register(
+        self.registry.register(
             "instrumentations_invalid",
             "Instrumentation resources whose spec fails validation (pods naming them start uninstrumented)",
-            instrumentations_invalid.clone(),
+            self.instrumentations_invalid.clone(),
         );
-        let pods = Family::<PodLabels, Gauge>::default();
-        registry.register(
+    }
+
+    /// The reconciler's metrics (set on the Lease holder only).
+    fn register_fleet(&mut self) {
+        self.registry.register(
             "pods",
             "Live pods in the namespaces the webhook covers, by state (instrumented, missed, opted_out, refused, rolled_back); set on the replica holding the fleet Lease only",
-            pods.clone(),
+            self.pods.clone(),
         );
-        let rollbacks = Family::<NamespaceReasonLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "rollbacks",
             "Workloads rolled back because their instrumented pods crash-looped, by namespace and reason (crash_loop, oom_killed, restarts)",
-            rollbacks.clone(),
+            self.rollbacks.clone(),
         );
-        let restores = Family::<NamespaceReasonLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "rollback_restores",
             "Rollbacks undone because the uninstrumented pods crashed too (reason: crash_uninstrumented) or the annotation was removed (reason: annotation_removed)",
-            restores.clone(),
+            self.restores.clone(),
         );
-        let catch_ups = Family::<NamespaceResultLabels, Counter>::default();
-        registry.register(
+        self.registry.register(
             "catch_up_restarts",
             "Catch-up rollout restarts of workloads with missed pods, by result (restarted, webhook_unreachable, failed)",
-            catch_ups.clone(),
+            self.catch_ups.clone(),
         );
-        Metrics {
-            deliveries,
-            image_volumes_supported,
-            registry,
-            admissions,
-            bad_requests,
-            duration,
-            patch_bytes,
-            cert_expiry,
-            cert_reloads,
-            cert_writes,
-            instrumentations,
-            instrumentations_invalid,
-            pods,
-            rollbacks,
-            restores,
-            catch_ups,
-        }
     }
 
     pub fn rollback(&self, namespace: &str, reason: &str) {
@@ -299,8 +305,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Delivery;
     use crate::delivery::{Chosen, ImageVolumeSupport};
+    use crate::settings::Delivery;
 
     fn decision(outcome: Outcome, delivery: Option<Chosen>) -> Decision {
         Decision {

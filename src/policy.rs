@@ -208,16 +208,11 @@ fn settings_for(
                     "{INJECT_PYTHON}=true; no Instrumentation in {namespace}, using the webhook's config"
                 ),
             )),
-            [one] => match lookup.instrumentation(namespace, one, base) {
-                Some(Ok(s)) => Ok((
-                    Arc::new(s),
-                    format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
-                )),
-                Some(Err(why)) => unresolvable(why),
-                None => unresolvable(format!(
-                    "Instrumentation {namespace}/{one} vanished during admission"
-                )),
-            },
+            [one] => looked_up(
+                lookup.instrumentation(namespace, one, base),
+                format!("{INJECT_PYTHON}=true; Instrumentation {namespace}/{one}"),
+                || format!("Instrumentation {namespace}/{one} vanished during admission"),
+            ),
             many => unresolvable(format!(
                 "{INJECT_PYTHON}=true but namespace {namespace} has {} Instrumentations ({}); name one in the annotation",
                 many.len(),
@@ -233,17 +228,30 @@ fn settings_for(
                     "{INJECT_PYTHON} names Instrumentation {ref_ns}/{name} in another namespace, which the webhook's config does not allow"
                 ));
             }
-            match lookup.instrumentation(&ref_ns, &name, base) {
-                Some(Ok(s)) => Ok((
-                    Arc::new(s),
-                    format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
-                )),
-                Some(Err(why)) => unresolvable(why),
-                None => unresolvable(format!(
-                    "{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"
-                )),
-            }
+            looked_up(
+                lookup.instrumentation(&ref_ns, &name, base),
+                format!("{INJECT_PYTHON}={value}; Instrumentation {ref_ns}/{name}"),
+                || {
+                    format!(
+                        "{INJECT_PYTHON}={value} names Instrumentation {ref_ns}/{name}, which does not exist"
+                    )
+                },
+            )
         }
+    }
+}
+
+/// The settings of an Instrumentation the lookup found, with why they
+/// apply; else why the pod cannot be instrumented (`missing`: it is not there).
+fn looked_up(
+    found: Option<Result<Settings, String>>,
+    why: String,
+    missing: impl FnOnce() -> String,
+) -> Result<(Arc<Settings>, String), Scope> {
+    match found {
+        Some(Ok(settings)) => Ok((Arc::new(settings), why)),
+        Some(Err(why)) => Err(Scope::Unresolvable { why }),
+        None => Err(Scope::Unresolvable { why: missing() }),
     }
 }
 

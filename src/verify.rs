@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, Node, Pod, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, LogParams};
 use kube::core::Selector;
@@ -263,30 +263,7 @@ fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
         RECREATE,
     ));
 
-    // With no endpoint configured admission sets none (the SDK's default
-    // applies), so its absence is no fault.
-    let endpoint_expected = config.exporter.endpoint.is_some();
-    let required = [
-        "PYTHONPATH",
-        "OTEL_SERVICE_NAME",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "OTEL_TRACES_EXPORTER",
-    ]
-    .into_iter()
-    .chain(endpoint_expected.then_some("OTEL_EXPORTER_OTLP_ENDPOINT"));
-    let missing: Vec<&str> = required
-        .filter(|n| container.env.iter().flatten().all(|v| v.name != *n))
-        .collect();
-    checks.push(check(
-        label("OTEL env present"),
-        missing.is_empty(),
-        if missing.is_empty() {
-            "all set".to_owned()
-        } else {
-            format!("missing {}", missing.join(", "))
-        },
-        RECREATE,
-    ));
+    checks.push(env_present(container, config));
 
     let endpoint = env(container, "OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default();
     let protocol = env(container, "OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or("http/protobuf");
@@ -332,6 +309,34 @@ fn container_checks(container: &Container, config: &Config) -> Vec<Check> {
         "see PYTHONPATH above",
     ));
     checks
+}
+
+/// The env admission sets in every instrumented container.
+fn env_present(container: &Container, config: &Config) -> Check {
+    // With no endpoint configured admission sets none (the SDK's default
+    // applies), so its absence is no fault.
+    let endpoint_expected = config.exporter.endpoint.is_some();
+    let required = [
+        "PYTHONPATH",
+        "OTEL_SERVICE_NAME",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_EXPORTER",
+    ]
+    .into_iter()
+    .chain(endpoint_expected.then_some("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    let missing: Vec<&str> = required
+        .filter(|n| container.env.iter().flatten().all(|v| v.name != *n))
+        .collect();
+    check(
+        format!("OTEL env present in container {}", container.name),
+        missing.is_empty(),
+        if missing.is_empty() {
+            "all set".to_owned()
+        } else {
+            format!("missing {}", missing.join(", "))
+        },
+        RECREATE,
+    )
 }
 
 /// What a container's log (or its last termination message) says about why
@@ -381,112 +386,136 @@ fn error_line(lines: &[&str], from: usize) -> String {
 
 /// Reads a container log (and/or a termination message) for the known ways
 /// an injected Python process fails to start its instrumentation or itself.
+/// The first that matches wins, most specific first.
 pub fn classify(text: &str) -> Option<Cause> {
     let lines: Vec<&str> = text.lines().collect();
-    let with_version =
-        |detail: String| match python_version_in(&detail).or_else(|| python_version_in(text)) {
-            Some(v)
-                if !detail.contains(&format!("python{v}"))
-                    && !detail.contains(&format!("Python {v}")) =>
-            {
-                format!("{detail} (python{v})")
-            }
-            _ => detail,
-        };
-    if let Some(line) = lines.iter().find(|l| {
+    interpreter_missing(&lines)
+        .or_else(|| our_message(&lines))
+        .or_else(|| sitecustomize_error(&lines, text))
+        .or_else(|| wrapper_traceback(&lines, text))
+        .or_else(|| permission_denied(&lines))
+        .or_else(|| auto_initialize_failed(&lines))
+}
+
+/// `detail` with the Python version the text names, where `detail` does not
+/// already name it.
+fn with_version(detail: String, text: &str) -> String {
+    match python_version_in(&detail).or_else(|| python_version_in(text)) {
+        Some(v)
+            if !detail.contains(&format!("python{v}"))
+                && !detail.contains(&format!("Python {v}")) =>
+        {
+            format!("{detail} (python{v})")
+        }
+        _ => detail,
+    }
+}
+
+/// The runtime could not exec the command's first element.
+fn interpreter_missing(lines: &[&str]) -> Option<Cause> {
+    let line = lines.iter().find(|l| {
         l.contains("executable file not found")
             || (l.contains("exec:") && l.contains("no such file"))
-    }) {
-        return Some(Cause {
-            kind: "the interpreter",
-            detail: format!(
-                "the command's first element is not in the image: {}",
-                line.trim()
-            ),
-            fix: FIX_INTERPRETER,
-        });
-    }
-    if let Some(line) = lines.iter().find(|l| {
+    })?;
+    Some(Cause {
+        kind: "the interpreter",
+        detail: format!(
+            "the command's first element is not in the image: {}",
+            line.trim()
+        ),
+        fix: FIX_INTERPRETER,
+    })
+}
+
+/// The line our own image or the wrapper's guard prints when it starts the
+/// app uninstrumented.
+fn our_message(lines: &[&str]) -> Option<Cause> {
+    let line = lines.iter().find(|l| {
         l.contains("otel-injector: auto-instrumentation not started")
             || l.contains("otel-injector: auto-instrumentation did not start")
-    }) {
-        // The multi-version front ("no build for Python 3.X") and the
-        // command wrapper's guard ("... does not run in Python 3.X.Y").
-        let kind =
-            if line.contains("no build for Python") || line.contains("does not run in Python") {
-                "the Python version"
-            } else {
-                "a start-up error"
-            };
-        return Some(Cause {
-            kind,
-            detail: line.trim().to_owned(),
-            fix: if kind == "a start-up error" {
-                FIX_STARTUP
-            } else {
-                FIX_VERSION
-            },
-        });
-    }
-    if let Some(i) = lines
+    })?;
+    // The multi-version front ("no build for Python 3.X") and the
+    // command wrapper's guard ("... does not run in Python 3.X.Y").
+    let version = line.contains("no build for Python") || line.contains("does not run in Python");
+    Some(Cause {
+        kind: if version {
+            "the Python version"
+        } else {
+            "a start-up error"
+        },
+        detail: line.trim().to_owned(),
+        fix: if version { FIX_VERSION } else { FIX_STARTUP },
+    })
+}
+
+/// Python could not import the image's `sitecustomize`.
+fn sitecustomize_error(lines: &[&str], text: &str) -> Option<Cause> {
+    let i = lines
         .iter()
-        .position(|l| l.contains("Error in sitecustomize"))
-    {
-        let error = error_line(&lines, i + 1);
-        return Some(Cause {
-            kind: "the Python version",
-            detail: with_version(format!(
+        .position(|l| l.contains("Error in sitecustomize"))?;
+    let error = error_line(lines, i + 1);
+    Some(Cause {
+        kind: "the Python version",
+        detail: with_version(
+            format!(
                 "sitecustomize (the auto-instrumentation) does not import in this Python: {error}"
-            )),
-            fix: FIX_VERSION,
-        });
-    }
-    if let Some(i) = lines
+            ),
+            text,
+        ),
+        fix: FIX_VERSION,
+    })
+}
+
+/// A traceback from the wrapper itself: a permission, else the version.
+fn wrapper_traceback(lines: &[&str], text: &str) -> Option<Cause> {
+    let i = lines
         .iter()
         .position(|l| l.contains("Traceback"))
-        .filter(|_| text.contains("/bin/opentelemetry-instrument"))
-    {
-        let error = error_line(&lines, i);
-        if error.contains("PermissionError") || error.contains("Permission denied") {
-            return Some(Cause {
-                kind: "the permission",
-                detail: error,
-                fix: FIX_PERMISSION,
-            });
-        }
-        return Some(Cause {
-            kind: "the Python version",
-            detail: with_version(format!(
-                "the wrapper (opentelemetry-instrument) cannot run in this Python: {error}"
-            )),
-            fix: FIX_VERSION,
-        });
-    }
-    if let Some(line) = lines.iter().find(|l| {
-        l.contains("Permission denied")
-            || l.contains("Read-only file system")
-            || l.contains("PermissionError")
-    }) {
+        .filter(|_| text.contains("/bin/opentelemetry-instrument"))?;
+    let error = error_line(lines, i);
+    if error.contains("PermissionError") || error.contains("Permission denied") {
         return Some(Cause {
             kind: "the permission",
-            detail: line.trim().to_owned(),
+            detail: error,
             fix: FIX_PERMISSION,
         });
     }
-    if let Some(i) = lines
+    Some(Cause {
+        kind: "the Python version",
+        detail: with_version(
+            format!("the wrapper (opentelemetry-instrument) cannot run in this Python: {error}"),
+            text,
+        ),
+        fix: FIX_VERSION,
+    })
+}
+
+fn permission_denied(lines: &[&str]) -> Option<Cause> {
+    let line = lines.iter().find(|l| {
+        l.contains("Permission denied")
+            || l.contains("Read-only file system")
+            || l.contains("PermissionError")
+    })?;
+    Some(Cause {
+        kind: "the permission",
+        detail: line.trim().to_owned(),
+        fix: FIX_PERMISSION,
+    })
+}
+
+/// The SDK's own start-up failure, with the error after it.
+fn auto_initialize_failed(lines: &[&str]) -> Option<Cause> {
+    let i = lines
         .iter()
-        .position(|l| l.contains("Failed to auto initialize OpenTelemetry"))
-    {
-        return Some(Cause {
-            kind: "a start-up error",
-            detail: format!(
-                "Failed to auto initialize OpenTelemetry: {}",
-                error_line(&lines, i + 1)
-            ),
-            fix: FIX_STARTUP,
-        });
-    }
-    None
+        .position(|l| l.contains("Failed to auto initialize OpenTelemetry"))?;
+    Some(Cause {
+        kind: "a start-up error",
+        detail: format!(
+            "Failed to auto initialize OpenTelemetry: {}",
+            error_line(lines, i + 1)
+        ),
+        fix: FIX_STARTUP,
+    })
 }
 
 /// What the cluster says about the running pod, beyond its spec.
@@ -541,30 +570,10 @@ pub fn check_runtime(pod: &Pod, config: &Config, logs: &Logs) -> Vec<Check> {
         .filter(|t| t.exit_code != 0);
     let waiting = status.state.as_ref().and_then(|s| s.waiting.as_ref());
     if let (false, Some(t)) = (running, last) {
-        let text = format!(
-            "{}\n{}",
-            t.message.clone().unwrap_or_default(),
-            logs.previous.clone().unwrap_or_default()
-        );
         let reason = waiting
             .and_then(|w| w.reason.clone())
             .unwrap_or_else(|| "restarting".into());
-        let (detail, fix) = match classify(&text) {
-            Some(cause) => (
-                format!(
-                    "{reason}, exit {} ({} restarts); cause: {}: {}",
-                    t.exit_code, status.restart_count, cause.kind, cause.detail
-                ),
-                cause.fix,
-            ),
-            None => (
-                format!(
-                    "{reason}, exit {} ({} restarts): read kubectl logs --previous",
-                    t.exit_code, status.restart_count
-                ),
-                "compare with the pod without the webhook (annotation instrumentation.opentelemetry.io/inject-python: \"false\")",
-            ),
-        };
+        let (detail, fix) = restart_cause(&reason, t, status.restart_count, logs);
         checks.push(check(label("app started"), false, detail, fix));
         return checks;
     }
@@ -580,32 +589,62 @@ pub fn check_runtime(pod: &Pod, config: &Config, logs: &Logs) -> Vec<Check> {
         return checks;
     }
     checks.push(check(label("app started"), true, "running", ""));
-    match &logs.current {
-        None => checks.push(Check {
-            what: label("instrumentation started"),
+    checks.push(instrumentation_started(
+        label("instrumentation started"),
+        logs.current.as_deref(),
+    ));
+    checks
+}
+
+/// Why a container that exited non-zero restarts: its termination message
+/// and previous log, classified; the detail and the fix.
+fn restart_cause(
+    reason: &str,
+    terminated: &ContainerStateTerminated,
+    restarts: i32,
+    logs: &Logs,
+) -> (String, &'static str) {
+    let text = format!(
+        "{}\n{}",
+        terminated.message.clone().unwrap_or_default(),
+        logs.previous.clone().unwrap_or_default()
+    );
+    let exit = terminated.exit_code;
+    match classify(&text) {
+        Some(cause) => (
+            format!(
+                "{reason}, exit {exit} ({restarts} restarts); cause: {}: {}",
+                cause.kind, cause.detail
+            ),
+            cause.fix,
+        ),
+        None => (
+            format!("{reason}, exit {exit} ({restarts} restarts): read kubectl logs --previous"),
+            "compare with the pod without the webhook (annotation instrumentation.opentelemetry.io/inject-python: \"false\")",
+        ),
+    }
+}
+
+/// A running app's log: did the instrumentation start in it?
+fn instrumentation_started(what: String, log: Option<&str>) -> Check {
+    let Some(log) = log else {
+        return Check {
+            what,
             status: Status::Pending,
             detail: "could not read the container's log".into(),
             fix: None,
-        }),
-        // A running app's own "Permission denied" lines are not ours to judge.
-        Some(log) => match classify(log)
-            .filter(|c| c.kind != "the permission" && c.kind != "the interpreter")
-        {
-            Some(cause) => checks.push(check(
-                label("instrumentation started"),
-                false,
-                format!("no: {}: {}", cause.kind, cause.detail),
-                cause.fix,
-            )),
-            None => checks.push(check(
-                label("instrumentation started"),
-                true,
-                "no start-up error in the log",
-                "",
-            )),
-        },
+        };
+    };
+    // A running app's own "Permission denied" lines are not ours to judge.
+    match classify(log).filter(|c| c.kind != "the permission" && c.kind != "the interpreter") {
+        Some(cause) => check(
+            what,
+            false,
+            format!("no: {}: {}", cause.kind, cause.detail),
+            cause.fix,
+        ),
+        None => check(what, true, "no start-up error in the log", ""),
     }
-    checks
 }
 
 /// Renders checklists; returns the text and whether every check passed (or is pending).

@@ -145,9 +145,10 @@ fn operator_injected_pods_are_left_alone() {
     ));
 }
 
-#[test]
-fn existing_settings_are_kept_and_appended_to() {
-    let pod = json!({
+/// A pod with its own volumes, init container, mounts, nodeSelector and env
+/// (one var from a Secret), all of which must survive the patch.
+fn pod_with_its_own_settings() -> Value {
+    json!({
         "metadata": {"name": "app", "namespace": "cxtm", "annotations": {"team": "a"}},
         "spec": {
             "nodeSelector": {"kubernetes.io/os": "linux", "ao-node": "gpu"},
@@ -165,7 +166,12 @@ fn existing_settings_are_kept_and_appended_to() {
                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]
             }]
         }
-    });
+    })
+}
+
+#[test]
+fn existing_settings_are_kept_and_appended_to() {
+    let pod = pod_with_its_own_settings();
     let (out, injection) = admit(&pod, "cxtm");
     let injection = injection.expect("in scope");
     assert_eq!(injection.outcome, Outcome::Injected);

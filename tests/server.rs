@@ -49,6 +49,16 @@ async fn out_of_scope_and_non_create_requests_are_allowed_without_patch() {
     assert!(body["response"].get("patch").is_none(), "{body}");
 }
 
+/// Posts `review` to /mutate and expects a 400 whose error says `says`.
+async fn assert_bad_request(server: &TestServer, review: &Value, says: &str) {
+    let (status, body) = server.post_json("/mutate", review).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(says)),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
     let server = TestServer::start(Config::default()).await;
@@ -63,37 +73,11 @@ async fn bad_input_gets_a_clear_answer_and_the_server_keeps_serving() {
         "{body}"
     );
 
-    let (status, body) = server.post_json("/mutate", &json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}})).await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("v1beta1")),
-        "{body}"
-    );
-
-    let (status, body) = server
-        .post_json("/mutate", &json!({"apiVersion": "v1", "kind": "Pod"}))
-        .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"].as_str().is_some_and(|e| e.contains("Pod")),
-        "{body}"
-    );
-
-    let (status, body) = server
-        .post_json(
-            "/mutate",
-            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}),
-        )
-        .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("no request")),
-        "{body}"
-    );
+    let v1beta1 = json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}});
+    assert_bad_request(&server, &v1beta1, "v1beta1").await;
+    assert_bad_request(&server, &json!({"apiVersion": "v1", "kind": "Pod"}), "Pod").await;
+    let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+    assert_bad_request(&server, &no_request, "no request").await;
 
     let (status, _) = server
         .post_raw("/mutate", b"<xml/>".to_vec(), "application/xml")

@@ -178,14 +178,6 @@ fn container_crash(c: &ContainerStatus, restarts: i32, started_recently: bool) -
     })
 }
 
-/// Whether the pod is running and ready (a rollback that "serves").
-pub fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! Every change it makes to a workload is a merge patch of annotations only,
 //! explained by an Event on the workload and counted in a metric.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ use super::{CRASHES_UNINSTRUMENTED_ANNOTATION, Crash, PodState, restartable};
 use crate::admission::{Base, Context};
 use crate::config::Fleet;
 use crate::inject::{RESTARTED_AT_ANNOTATION, ROLLED_BACK_ANNOTATION, STATUS_ANNOTATION};
+use crate::k8s::events::{MAX_NOTE_BYTES, bounded_to};
 use crate::metrics::{Metrics, PodLabels};
 use crate::policy::ClusterView;
 
@@ -477,7 +478,7 @@ impl Reconciler {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(bounded_to(note, 1000)),
+            note: Some(bounded_to(note, MAX_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -525,18 +526,6 @@ fn template_annotation<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a V
 
 fn bounded(text: String) -> String {
     bounded_to(text, MAX_REASON_BYTES)
-}
-
-/// Cut at a character boundary: reasons quote log lines.
-fn bounded_to(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text.truncate(cut);
-    }
-    text
 }
 
 /// Whether a workload's rollout has finished and all its pods are available
@@ -588,15 +577,6 @@ pub fn rollout_complete(kind: &str, object: &DynamicObject) -> bool {
         }
         _ => false,
     }
-}
-
-/// Pod counts per state, from a survey (for tests and the CLI).
-pub fn totals(survey: &Survey) -> BTreeMap<PodState, i64> {
-    let mut out = BTreeMap::new();
-    for ((_, state), n) in &survey.counts {
-        *out.entry(*state).or_default() += n;
-    }
-    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The `opentelemetry-instrument` command wrapper: used only where it is safe.
 
-use crate::config::CommandWrapper;
+use crate::settings::CommandWrapper;
 
 /// Why a container's command was or was not wrapped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,7 +212,7 @@ mod tests {
         let got = wrap(
             Some(&cmd(&["/app/venv/bin/python", "app.py"])),
             "/m",
-            &plain(&crate::config::Config::default().command_wrapper.interpreter),
+            &plain(&CommandWrapper::default().interpreter),
         );
         assert_eq!(
             got,

@@ -13,29 +13,14 @@ use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
 };
 
+pub use crate::settings::ExporterTls;
+
 pub const CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
 pub const CLIENT_CERTIFICATE_ENV: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
 pub const CLIENT_KEY_ENV: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
 
 /// Volume names are DNS-1123 labels: at most 63 characters.
 const MAX_VOLUME_NAME: usize = 63;
-
-/// The exporter's TLS files, as an Instrumentation names them. Empty
-/// strings in the resource are `None` here (the operator treats them as unset).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ExporterTls {
-    /// Secret holding the client certificate and key (and the CA, unless a
-    /// ConfigMap is named).
-    pub secret_name: Option<String>,
-    /// ConfigMap holding the CA certificate.
-    pub config_map_name: Option<String>,
-    /// Key of the CA in the ConfigMap or Secret, or an absolute path.
-    pub ca_file: Option<String>,
-    /// Key of the client certificate in the Secret, or an absolute path.
-    pub cert_file: Option<String>,
-    /// Key of the client key in the Secret, or an absolute path.
-    pub key_file: Option<String>,
-}
 
 /// One volume to add to the pod and mount, read-only, in each instrumented container.
 #[derive(Clone, Debug, PartialEq)]
@@ -112,47 +97,46 @@ impl ExporterTls {
     pub fn volumes(&self) -> Vec<TlsVolume> {
         let mut out = Vec::with_capacity(2);
         if let Some(secret) = &self.secret_name {
-            let name = self.secret_volume_name();
-            out.push(TlsVolume {
-                volume: Volume {
-                    name: name.clone(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret.clone()),
-                        // A missing Secret must not keep the pod from starting.
-                        optional: Some(true),
-                        ..Default::default()
-                    }),
+            let volume = Volume {
+                name: self.secret_volume_name(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    // A missing Secret must not keep the pod from starting.
+                    optional: Some(true),
                     ..Default::default()
-                },
-                mount: VolumeMount {
-                    name,
-                    mount_path: self.secret_mount_path(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            });
+                }),
+                ..Default::default()
+            };
+            out.push(TlsVolume::read_only(volume, self.secret_mount_path()));
         }
         if let Some(config_map) = &self.config_map_name {
-            let name = self.config_map_volume_name();
-            out.push(TlsVolume {
-                volume: Volume {
-                    name: name.clone(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: config_map.clone(),
-                        optional: Some(true),
-                        ..Default::default()
-                    }),
+            let volume = Volume {
+                name: self.config_map_volume_name(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map.clone(),
+                    optional: Some(true),
                     ..Default::default()
-                },
-                mount: VolumeMount {
-                    name,
-                    mount_path: self.config_map_mount_path(),
-                    read_only: Some(true),
-                    ..Default::default()
-                },
-            });
+                }),
+                ..Default::default()
+            };
+            out.push(TlsVolume::read_only(volume, self.config_map_mount_path()));
         }
         out
+    }
+}
+
+impl TlsVolume {
+    /// `volume`, mounted read-only at `mount_path`.
+    fn read_only(volume: Volume, mount_path: String) -> Self {
+        TlsVolume {
+            mount: VolumeMount {
+                name: volume.name.clone(),
+                mount_path,
+                read_only: Some(true),
+                ..Default::default()
+            },
+            volume,
+        }
     }
 }
 

@@ -16,15 +16,14 @@ pub mod workload;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, EphemeralVolumeSource,
-    ImageVolumeSource, ObjectFieldSelector, PersistentVolumeClaimTemplate, Pod, PodSpec,
-    ResourceRequirements, Volume, VolumeMount,
+    ImageVolumeSource, ObjectFieldSelector, Pod, PodSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::config::{CommandWrapper, Config, Delivery, Platform};
+use crate::settings::{Delivery, Platform};
+pub use crate::settings::{Sampler, Settings};
 use command::Wrap;
 pub use exporter_tls::ExporterTls;
 pub use patch::JsonPatch;
@@ -47,96 +46,6 @@ pub const RESTARTED_AT_ANNOTATION: &str = "otel-injector.io/restartedAt";
 /// Init container names that mean "already instrumented for Python": ours
 /// (configurable) and the OpenTelemetry Operator's.
 pub const OPERATOR_INIT_CONTAINER: &str = "opentelemetry-auto-instrumentation-python";
-
-/// Everything the mutation needs to know about what to inject, already
-/// resolved from the config and, where one applies, an Instrumentation resource.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
-    pub image: String,
-    pub image_pull_policy: Option<String>,
-    pub init_container_name: String,
-    pub volume_name: String,
-    pub mount_path: String,
-    pub volume_size_limit: Option<String>,
-    /// An Instrumentation's `spec.python.volumeClaimTemplate`: the shared
-    /// volume is then this ephemeral volume instead of an emptyDir.
-    pub volume_claim_template: Option<PersistentVolumeClaimTemplate>,
-    pub init_container_resources: Option<ResourceRequirements>,
-    pub endpoint: Option<String>,
-    pub protocol: String,
-    /// `spec.exporter.tls`: the exporter's certificate files and their volumes.
-    pub exporter_tls: Option<ExporterTls>,
-    /// Env in precedence order, first wins (`python.env`, then `spec.env`, then config).
-    pub env: Vec<EnvVar>,
-    /// How many of `env`'s first entries come from `spec.python.env`: the
-    /// operator adds those before `PYTHONPATH`, the rest after it.
-    pub python_env_count: usize,
-    /// What of an Instrumentation is read but not applied, for the
-    /// admission response's warnings (nothing is ignored silently).
-    pub not_applied: Vec<String>,
-    pub resource_attributes: IndexMap<String, String>,
-    /// Build env and `OTEL_RESOURCE_ATTRIBUTES` exactly as the operator does
-    /// (always with an Instrumentation; `kubernetesResourceAttributes` in config).
-    pub kubernetes_resource_attributes: bool,
-    /// `spec.defaults.useLabelsForResourceAttributes`.
-    pub use_labels_for_resource_attributes: bool,
-    /// `spec.resource.addK8sUIDAttributes`.
-    pub add_k8s_uid_attributes: bool,
-    pub propagators: Vec<String>,
-    pub sampler: Option<Sampler>,
-    pub node_selector: BTreeMap<String, String>,
-    pub command_wrapper: CommandWrapper,
-    pub sidecars: Vec<String>,
-    pub platform: Platform,
-    /// The default delivery; a pod's annotation may choose the other.
-    pub delivery: Delivery,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sampler {
-    pub kind: String,
-    pub argument: Option<String>,
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Settings {
-            image: config.image.clone(),
-            image_pull_policy: config.image_pull_policy.clone(),
-            init_container_name: config.init_container_name.clone(),
-            volume_name: config.volume_name.clone(),
-            mount_path: config.mount_path.trim_end_matches('/').to_owned(),
-            volume_size_limit: config.volume_size_limit.clone(),
-            volume_claim_template: None,
-            init_container_resources: config.init_container_resources.clone(),
-            endpoint: config.exporter.endpoint.clone(),
-            protocol: config.exporter.protocol.clone(),
-            exporter_tls: None,
-            env: config.env.clone(),
-            python_env_count: 0,
-            not_applied: Vec::new(),
-            resource_attributes: config.resource_attributes.clone(),
-            kubernetes_resource_attributes: config.kubernetes_resource_attributes,
-            use_labels_for_resource_attributes: false,
-            add_k8s_uid_attributes: false,
-            propagators: Vec::new(),
-            sampler: None,
-            node_selector: config.node_selector.clone(),
-            command_wrapper: config.command_wrapper.clone(),
-            sidecars: config.sidecars.clone(),
-            platform: config.platform,
-            delivery: config.delivery,
-        }
-    }
-
-    /// `<mount>/opentelemetry/instrumentation/auto_instrumentation`, where `sitecustomize` lives.
-    pub fn pythonpath_prefix(&self) -> String {
-        format!(
-            "{}/opentelemetry/instrumentation/auto_instrumentation",
-            self.mount_path
-        )
-    }
-}
 
 /// Per-pod choices made from annotations by the policy layer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -381,9 +290,37 @@ fn instrument_container(
         patch.append(&path("volumeMounts"), mounts_exist, tls);
     }
     let env = plan_env(container, shared, &plan.pythonpath);
+    let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
+    let notes = patch_env(patch, container, env, user_pythonpath, &path);
+    let mut reason = match plan.wrap {
+        Wrap::Wrapped(new_command) => {
+            patch.add_command(&path("command"), &new_command);
+            "instrumented; command wrapped with opentelemetry-instrument".to_owned()
+        }
+        Wrap::NotWrapped(why) => format!("instrumented; command not wrapped: {why}"),
+    };
+    for note in notes {
+        reason.push_str("; ");
+        reason.push_str(&note);
+    }
+    ContainerReport {
+        name: container.name.clone(),
+        instrumented: true,
+        reason,
+    }
+}
+
+/// Adds one container's env to the patch; returns the env's notes for the
+/// container's report.
+fn patch_env(
+    patch: &mut PatchBuilder,
+    container: &Container,
+    env: EnvPlan,
+    user_pythonpath: Option<(usize, String)>,
+    path: &impl Fn(&str) -> String,
+) -> Vec<String> {
     // In-place updates first: their indexes are the container's own, before
     // anything is inserted in front of them.
-    let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
     for (env_index, value) in user_pythonpath
         .iter()
         .chain(&env.resource_attributes_update)
@@ -408,22 +345,7 @@ fn instrument_container(
         all.extend(env.appended);
         patch.add_env(&path("env"), false, &all);
     }
-    let mut reason = match plan.wrap {
-        Wrap::Wrapped(new_command) => {
-            patch.add_command(&path("command"), &new_command);
-            "instrumented; command wrapped with opentelemetry-instrument".to_owned()
-        }
-        Wrap::NotWrapped(why) => format!("instrumented; command not wrapped: {why}"),
-    };
-    for note in env.notes {
-        reason.push_str("; ");
-        reason.push_str(&note);
-    }
-    ContainerReport {
-        name: container.name.clone(),
-        instrumented: true,
-        reason,
-    }
+    env.notes
 }
 
 /// Where an app container sees the instrumentation. From an image volume,
@@ -889,40 +811,8 @@ fn push_unset(own: &[EnvVar], out: &mut Vec<EnvVar>, var: EnvVar) {
 fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) -> EnvPlan {
     let settings = shared.settings;
     let own = container.env.as_deref().unwrap_or_default();
-    let mut plan = EnvPlan::default();
     let mut out: Vec<EnvVar> = Vec::with_capacity(24);
-    // python.env, then spec.env, then the config's env; first per name.
-    // PYTHONPATH is always ours to merge, never replaced.
-    let configured: Vec<(usize, &EnvVar)> = settings
-        .env
-        .iter()
-        .enumerate()
-        .filter(|(i, v)| {
-            v.name != "PYTHONPATH" && !settings.env[..*i].iter().any(|e| e.name == v.name)
-        })
-        .collect();
-    let (python, common): (Vec<_>, Vec<_>) = configured
-        .into_iter()
-        .partition(|(i, _)| *i < settings.python_env_count);
-    for (_, var) in python {
-        push_unset(own, &mut out, var.clone());
-    }
-    push_unset(own, &mut out, plain("PYTHONPATH", pythonpath));
-    for (_, var) in common {
-        push_unset(own, &mut out, var.clone());
-    }
-    push_unset(
-        own,
-        &mut out,
-        plain("OTEL_EXPORTER_OTLP_PROTOCOL", settings.protocol.as_str()),
-    );
-    for name in [
-        "OTEL_TRACES_EXPORTER",
-        "OTEL_METRICS_EXPORTER",
-        "OTEL_LOGS_EXPORTER",
-    ] {
-        push_unset(own, &mut out, plain(name, "otlp"));
-    }
+    push_configured_env(settings, own, pythonpath, &mut out);
     // The attributes the computed ones are appended to: the container's own
     // (as written) or a configured one (python.env, spec.env, config env).
     let own_attributes = own
@@ -935,21 +825,93 @@ fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) ->
         .or(configured_attributes.map(|i| &out[i]));
     let base_value = base.and_then(|v| v.value.clone());
     let computed = operator_resource_attributes(container, shared, base_value.as_deref());
+    push_exporter_env(settings, own, &computed.service_name, &mut out);
+    let downward = push_downward_env(&computed, own, &mut out);
+    push_sampling_env(settings, own, &mut out);
+    let prefix: Vec<EnvVar> = ip_vars()
+        .into_iter()
+        .filter(|v| !own.iter().chain(&out).any(|e| e.name == v.name))
+        .collect();
+    let mut plan = EnvPlan {
+        prefix,
+        appended: out,
+        ..EnvPlan::default()
+    };
+    place_resource_attributes(
+        &mut plan,
+        own_attributes,
+        configured_attributes,
+        &computed.joined,
+        downward,
+    );
+    plan
+}
+
+/// `python.env`, then `spec.env`, then the config's env, first per name,
+/// with `PYTHONPATH` between the first and the rest (the operator's order);
+/// then the protocol and the three exporters. PYTHONPATH is always ours to
+/// merge, never replaced.
+fn push_configured_env(
+    settings: &Settings,
+    own: &[EnvVar],
+    pythonpath: &str,
+    out: &mut Vec<EnvVar>,
+) {
+    let configured: Vec<(usize, &EnvVar)> = settings
+        .env
+        .iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            v.name != "PYTHONPATH" && !settings.env[..*i].iter().any(|e| e.name == v.name)
+        })
+        .collect();
+    let (python, common): (Vec<_>, Vec<_>) = configured
+        .into_iter()
+        .partition(|(i, _)| *i < settings.python_env_count);
+    for (_, var) in python {
+        push_unset(own, out, var.clone());
+    }
+    push_unset(own, out, plain("PYTHONPATH", pythonpath));
+    for (_, var) in common {
+        push_unset(own, out, var.clone());
+    }
     push_unset(
         own,
-        &mut out,
-        plain("OTEL_SERVICE_NAME", computed.service_name.as_str()),
+        out,
+        plain("OTEL_EXPORTER_OTLP_PROTOCOL", settings.protocol.as_str()),
     );
+    for name in [
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_METRICS_EXPORTER",
+        "OTEL_LOGS_EXPORTER",
+    ] {
+        push_unset(own, out, plain(name, "otlp"));
+    }
+}
+
+/// The service name, the endpoint (where one is configured) and the
+/// exporter's TLS files.
+fn push_exporter_env(settings: &Settings, own: &[EnvVar], service: &str, out: &mut Vec<EnvVar>) {
+    push_unset(own, out, plain("OTEL_SERVICE_NAME", service));
     if let Some(endpoint) = &settings.endpoint {
         push_unset(
             own,
-            &mut out,
+            out,
             plain("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         );
     }
     for var in settings.exporter_tls.iter().flat_map(ExporterTls::env) {
-        push_unset(own, &mut out, var);
+        push_unset(own, out, var);
     }
+}
+
+/// The downward-API vars the computed attributes refer to, appended where
+/// the container does not set them; returns where they stand in `out`.
+fn push_downward_env(
+    computed: &ComputedAttributes,
+    own: &[EnvVar],
+    out: &mut Vec<EnvVar>,
+) -> std::ops::Range<usize> {
     let mut downward = vec![field_ref(POD_NAME_ENV, "metadata.name")];
     if computed.needs_pod_uid {
         downward.push(field_ref(POD_UID_ENV, "metadata.uid"));
@@ -957,19 +919,25 @@ fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) ->
     if computed.needs_node_name {
         downward.push(field_ref(NODE_NAME_ENV, "spec.nodeName"));
     }
-    downward.retain(|v| !own.iter().chain(&out).any(|e| e.name == v.name));
-    let downward_at = out.len();
-    out.extend(downward.iter().cloned());
+    downward.retain(|v| !own.iter().chain(out.iter()).any(|e| e.name == v.name));
+    let at = out.len();
+    out.extend(downward);
+    at..out.len()
+}
+
+/// Propagators, and the sampler unless the container or the env already
+/// sets either sampler var.
+fn push_sampling_env(settings: &Settings, own: &[EnvVar], out: &mut Vec<EnvVar>) {
     if !settings.propagators.is_empty() {
         push_unset(
             own,
-            &mut out,
+            out,
             plain("OTEL_PROPAGATORS", settings.propagators.join(",")),
         );
     }
     let sampler_set = own
         .iter()
-        .chain(&out)
+        .chain(out.iter())
         .any(|e| e.name == "OTEL_TRACES_SAMPLER" || e.name == "OTEL_TRACES_SAMPLER_ARG");
     if let (Some(sampler), false) = (&settings.sampler, sampler_set) {
         out.push(plain("OTEL_TRACES_SAMPLER", sampler.kind.as_str()));
@@ -977,15 +945,23 @@ fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) ->
             out.push(plain("OTEL_TRACES_SAMPLER_ARG", arg.as_str()));
         }
     }
+}
+
+/// Where `OTEL_RESOURCE_ATTRIBUTES` goes: the container's own is updated in
+/// place, a configured one moves to the end, else a new one is appended;
+/// one that comes from `valueFrom` is kept as is and said in the notes.
+fn place_resource_attributes(
+    plan: &mut EnvPlan,
+    own_attributes: Option<(usize, &EnvVar)>,
+    configured_attributes: Option<usize>,
+    joined: &str,
+    downward: std::ops::Range<usize>,
+) {
     let merged = |base: Option<&str>| match base {
-        None => computed.joined.clone(),
-        Some(b) if b.ends_with(',') => format!("{b}{}", computed.joined),
-        Some(b) => format!("{b},{}", computed.joined),
+        None => joined.to_owned(),
+        Some(b) if b.ends_with(',') => format!("{b}{joined}"),
+        Some(b) => format!("{b},{joined}"),
     };
-    let mut prefix: Vec<EnvVar> = ip_vars()
-        .into_iter()
-        .filter(|v| !own.iter().chain(&out).any(|e| e.name == v.name))
-        .collect();
     match (own_attributes, configured_attributes) {
         (Some((_, var)), _) if var.value_from.is_some() => plan.notes.push(format!(
             "its {RESOURCE_ATTRIBUTES_ENV} comes from valueFrom and is kept as is, without the computed attributes"
@@ -994,26 +970,26 @@ fn operator_env(container: &Container, shared: &Shared<'_>, pythonpath: &str) ->
             plan.resource_attributes_update = Some((index, merged(var.value.as_deref())));
             // The container's own var stays where it is: the downward-API
             // vars it now refers to must come before it.
-            let moved: Vec<EnvVar> = out.drain(downward_at..downward_at + downward.len()).collect();
-            prefix.extend(moved);
+            let moved: Vec<EnvVar> = plan.appended.drain(downward).collect();
+            plan.prefix.extend(moved);
         }
         (None, Some(index)) => {
-            let var = out.remove(index);
+            let var = plan.appended.remove(index);
             if var.value_from.is_some() {
                 plan.notes.push(format!(
                     "the configured {RESOURCE_ATTRIBUTES_ENV} comes from valueFrom and is kept as is, without the computed attributes"
                 ));
-                out.push(var);
+                plan.appended.push(var);
             } else {
                 // The operator moves it to the end: after every var it may use.
-                out.push(plain(RESOURCE_ATTRIBUTES_ENV, merged(var.value.as_deref())));
+                plan.appended
+                    .push(plain(RESOURCE_ATTRIBUTES_ENV, merged(var.value.as_deref())));
             }
         }
-        (None, None) => out.push(plain(RESOURCE_ATTRIBUTES_ENV, merged(None))),
+        (None, None) => plan
+            .appended
+            .push(plain(RESOURCE_ATTRIBUTES_ENV, merged(None))),
     }
-    plan.prefix = prefix;
-    plan.appended = out;
-    plan
 }
 
 /// The operator's resource attributes for one container (`createResourceMap`
@@ -1038,16 +1014,57 @@ fn operator_resource_attributes(
 ) -> ComputedAttributes {
     let settings = shared.settings;
     let pod = shared.pod;
-    let namespace = shared.request.namespace;
     let use_labels = settings.use_labels_for_resource_attributes;
-    let existing: HashSet<&str> = base
-        .unwrap_or_default()
+    let existing = attribute_keys(base);
+    let mut res = known_attributes(container, shared, &existing);
+    // chooseServiceName reads the map as it is now, pod name included.
+    let service_name = operator_service_name(container, pod, use_labels, &res);
+    // The pod name always comes from the downward API (a template's pods have none yet).
+    res.insert("k8s.pod.name".into(), format!("$({POD_NAME_ENV})"));
+    let needs_pod_uid =
+        settings.add_k8s_uid_attributes && res.get("k8s.pod.uid").is_none_or(String::is_empty);
+    if needs_pod_uid {
+        res.insert("k8s.pod.uid".into(), format!("$({POD_UID_ENV})"));
+    }
+    if base.is_none_or(|b| !b.contains("service.version"))
+        && let Some(version) =
+            workload::operator_service_version(pod, use_labels, container.image.as_deref())
+    {
+        res.insert("service.version".into(), version);
+    }
+    let needs_node_name = res.get("k8s.node.name").is_none_or(String::is_empty);
+    if needs_node_name {
+        res.insert("k8s.node.name".into(), format!("$({NODE_NAME_ENV})"));
+    }
+    ComputedAttributes {
+        joined: join_attributes(res.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        service_name,
+        needs_pod_uid,
+        needs_node_name,
+    }
+}
+
+/// The keys of `k=v` pairs already set (malformed pairs name no key).
+fn attribute_keys(base: Option<&str>) -> HashSet<&str> {
+    base.unwrap_or_default()
         .split(',')
         .filter_map(|kv| {
             let parts: Vec<&str> = kv.trim().split('=').collect();
             (parts.len() == 2).then_some(parts[0])
         })
-        .collect();
+        .collect()
+}
+
+/// The attributes known before the service name is chosen, each layer over
+/// the one before, none of the `existing` keys.
+fn known_attributes(
+    container: &Container,
+    shared: &Shared<'_>,
+    existing: &HashSet<&str>,
+) -> BTreeMap<String, String> {
+    let settings = shared.settings;
+    let pod = shared.pod;
+    let namespace = shared.request.namespace;
     let mut res: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &settings.resource_attributes {
         if !existing.contains(k.as_str()) {
@@ -1091,49 +1108,47 @@ fn operator_resource_attributes(
             res.insert(key.to_owned(), v.clone());
         }
     }
+    let use_labels = settings.use_labels_for_resource_attributes;
     let service_namespace =
         workload::label_or_annotation(pod, use_labels, "service.namespace", &[])
             .unwrap_or(namespace);
     if !service_namespace.is_empty() && !existing.contains("service.namespace") {
         res.insert("service.namespace".into(), service_namespace.to_owned());
     }
-    // chooseServiceName reads the map as it is now, pod name included.
-    let service_name =
-        workload::label_or_annotation(pod, use_labels, "service.name", &workload::NAME_LABELS)
-            .map(str::to_owned)
-            .or_else(|| {
-                [
-                    "k8s.deployment.name",
-                    "k8s.replicaset.name",
-                    "k8s.statefulset.name",
-                    "k8s.daemonset.name",
-                    "k8s.cronjob.name",
-                    "k8s.job.name",
-                    "k8s.pod.name",
-                ]
-                .iter()
-                .find_map(|k| res.get(*k).filter(|v| !v.is_empty()).cloned())
-            })
-            .unwrap_or_else(|| container.name.clone());
-    // The pod name always comes from the downward API (a template's pods have none yet).
-    res.insert("k8s.pod.name".into(), format!("$({POD_NAME_ENV})"));
-    let needs_pod_uid =
-        settings.add_k8s_uid_attributes && res.get("k8s.pod.uid").is_none_or(String::is_empty);
-    if needs_pod_uid {
-        res.insert("k8s.pod.uid".into(), format!("$({POD_UID_ENV})"));
-    }
-    if base.is_none_or(|b| !b.contains("service.version"))
-        && let Some(version) =
-            workload::operator_service_version(pod, use_labels, container.image.as_deref())
-    {
-        res.insert("service.version".into(), version);
-    }
-    let needs_node_name = res.get("k8s.node.name").is_none_or(String::is_empty);
-    if needs_node_name {
-        res.insert("k8s.node.name".into(), format!("$({NODE_NAME_ENV})"));
-    }
+    res
+}
+
+/// The operator's `chooseServiceName`: a label or annotation, else the
+/// first owner name the attributes hold, else the container's name.
+fn operator_service_name(
+    container: &Container,
+    pod: &Pod,
+    use_labels: bool,
+    res: &BTreeMap<String, String>,
+) -> String {
+    workload::label_or_annotation(pod, use_labels, "service.name", &workload::NAME_LABELS)
+        .map(str::to_owned)
+        .or_else(|| {
+            [
+                "k8s.deployment.name",
+                "k8s.replicaset.name",
+                "k8s.statefulset.name",
+                "k8s.daemonset.name",
+                "k8s.cronjob.name",
+                "k8s.job.name",
+                "k8s.pod.name",
+            ]
+            .iter()
+            .find_map(|k| res.get(*k).filter(|v| !v.is_empty()).cloned())
+        })
+        .unwrap_or_else(|| container.name.clone())
+}
+
+/// `k=v` pairs, comma-separated, in the order given (the operator's
+/// `resourceMapToStr` form: it gives them in key order).
+fn join_attributes<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut joined = String::with_capacity(320);
-    for (k, v) in &res {
+    for (k, v) in pairs {
         if !joined.is_empty() {
             joined.push(',');
         }
@@ -1141,12 +1156,7 @@ fn operator_resource_attributes(
         joined.push('=');
         joined.push_str(v);
     }
-    ComputedAttributes {
-        joined,
-        service_name,
-        needs_pod_uid,
-        needs_node_name,
-    }
+    joined
 }
 
 /// The env vars to append to one container without an Instrumentation
@@ -1215,16 +1225,11 @@ fn resource_attributes(container: &Container, shared: &Shared<'_>) -> String {
         attributes.push(("service.version", Cow::Owned(version)));
     }
     attributes.push(("service.namespace", Cow::Borrowed(namespace)));
-    let mut joined = String::with_capacity(320);
-    for (k, v) in first_per_key(&attributes, |(k, _)| k) {
-        if !joined.is_empty() {
-            joined.push(',');
-        }
-        joined.push_str(k);
-        joined.push('=');
-        joined.push_str(v);
-    }
-    joined
+    join_attributes(
+        first_per_key(&attributes, |(k, _)| k)
+            .into_iter()
+            .map(|(k, v)| (*k, v.as_ref())),
+    )
 }
 
 /// `generated` with the configured env applied: a configured var replaces a

@@ -11,13 +11,11 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::review::Decision;
 
-/// At most one Event per (namespace, owner, outcome) in this window.
-pub const EVENT_INTERVAL: Duration = Duration::from_secs(300);
 /// Owners remembered at once; past it the oldest is forgotten (it may then
 /// get a second Event within the interval, which is the lesser harm).
 const MAX_KEYS: usize = 10_000;
 /// `events.k8s.io/v1` Events refuse a longer `note`.
-const MAX_NOTE_BYTES: usize = 1000;
+pub const MAX_NOTE_BYTES: usize = 1000;
 
 /// Lets one event per key through per interval, with a fixed bound on the
 /// keys it remembers and O(1) work per call (amortized).
@@ -171,17 +169,24 @@ fn limiter_key(decision: &Decision, reference: &ObjectReference) -> String {
 
 /// The Event's note: `events.k8s.io/v1` refuses a note over 1 kB.
 fn event_note(pod: &str, reason: &str) -> String {
-    let mut note = format!("pod {pod} not instrumented: {reason}");
-    if note.len() > MAX_NOTE_BYTES {
-        // `truncate` panics inside a multi-byte character, and the reason
-        // quotes pod values: cut at the last boundary before the limit.
-        let cut = (0..=MAX_NOTE_BYTES)
+    bounded_to(
+        format!("pod {pod} not instrumented: {reason}"),
+        MAX_NOTE_BYTES,
+    )
+}
+
+/// `text` cut to at most `max` bytes. `truncate` panics inside a multi-byte
+/// character, and notes and reasons quote pod values and log lines: cut at
+/// the last boundary before the limit.
+pub fn bounded_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max)
             .rev()
-            .find(|i| note.is_char_boundary(*i))
+            .find(|i| text.is_char_boundary(*i))
             .unwrap_or(0);
-        note.truncate(cut);
+        text.truncate(cut);
     }
-    note
+    text
 }
 
 #[cfg(test)]

@@ -271,34 +271,11 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
     env.extend(spec.env.clone().unwrap_or_default());
     env.extend(base.env.iter().cloned());
     settings.env = env;
-    if let Some(attributes) = spec
-        .resource
-        .as_ref()
-        .and_then(|r| r.resource_attributes.as_ref())
-    {
-        let mut merged: indexmap::IndexMap<String, String> = attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in &base.resource_attributes {
-            merged.entry(k.clone()).or_insert_with(|| v.clone());
-        }
+    if let Some(merged) = resource_attributes(spec, base) {
         settings.resource_attributes = merged;
     }
     settings.kubernetes_resource_attributes = true;
-    // Not applied: the init container takes the app container's
-    // securityContext (the operator's default), which the API server and the
-    // namespace's Pod Security level already accepted for this very pod; one
-    // from the resource could get every pod refused under a restricted level,
-    // and the webhook cannot see the namespace's level.
-    settings.not_applied = spec
-        .init_container_security_context
-        .iter()
-        .filter(|v| !v.is_null())
-        .map(|_| {
-            "spec.initContainerSecurityContext is not applied: the init container takes the app container's securityContext".to_owned()
-        })
-        .collect();
+    settings.not_applied = not_applied(spec);
     settings.use_labels_for_resource_attributes = spec
         .defaults
         .as_ref()
@@ -312,23 +289,12 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
     // The operator uses the template when it is not the zero value.
     settings.volume_claim_template = python.volume_claim_template.filter(|t| !is_zero(t));
     settings.propagators = spec.propagators.clone().unwrap_or_default();
-    settings.sampler = spec.sampler.as_ref().and_then(|s| {
-        let kind = s.kind.clone().filter(|k| !k.is_empty())?;
-        Some(Sampler {
-            kind,
-            argument: s.argument.clone().filter(|a| !a.is_empty()),
-        })
-    });
-    settings.init_container_resources =
-        Some(
-            python
-                .resource_requirements
-                .unwrap_or_else(|| ResourceRequirements {
-                    requests: Some(quantities(DEFAULT_REQUESTS.0, DEFAULT_REQUESTS.1)),
-                    limits: Some(quantities(DEFAULT_LIMITS.0, DEFAULT_LIMITS.1)),
-                    ..Default::default()
-                }),
-        );
+    settings.sampler = sampler(spec);
+    settings.init_container_resources = Some(
+        python
+            .resource_requirements
+            .unwrap_or_else(default_init_resources),
+    );
     settings.volume_size_limit = Some(
         python
             .volume_limit_size
@@ -336,6 +302,62 @@ pub fn merge(spec: &InstrumentationSpec, base: &Settings) -> Settings {
             .unwrap_or_else(|| DEFAULT_VOLUME_SIZE.to_owned()),
     );
     settings
+}
+
+/// `spec.resource.resourceAttributes` first, then the config's keys it
+/// does not set; `None` where the resource names none.
+fn resource_attributes(
+    spec: &InstrumentationSpec,
+    base: &Settings,
+) -> Option<indexmap::IndexMap<String, String>> {
+    let attributes = spec
+        .resource
+        .as_ref()
+        .and_then(|r| r.resource_attributes.as_ref())?;
+    let mut merged: indexmap::IndexMap<String, String> = attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in &base.resource_attributes {
+        merged.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    Some(merged)
+}
+
+/// What of the resource is read but not applied, for the warnings.
+fn not_applied(spec: &InstrumentationSpec) -> Vec<String> {
+    // The init container takes the app container's securityContext (the
+    // operator's default), which the API server and the namespace's Pod
+    // Security level already accepted for this very pod; one from the
+    // resource could get every pod refused under a restricted level, and the
+    // webhook cannot see the namespace's level.
+    spec.init_container_security_context
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(|_| {
+            "spec.initContainerSecurityContext is not applied: the init container takes the app container's securityContext".to_owned()
+        })
+        .collect()
+}
+
+/// `spec.sampler`, where it names a type (empty strings are unset).
+fn sampler(spec: &InstrumentationSpec) -> Option<Sampler> {
+    spec.sampler.as_ref().and_then(|s| {
+        let kind = s.kind.clone().filter(|k| !k.is_empty())?;
+        Some(Sampler {
+            kind,
+            argument: s.argument.clone().filter(|a| !a.is_empty()),
+        })
+    })
+}
+
+/// The operator's init container resources where the resource sets none.
+fn default_init_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(quantities(DEFAULT_REQUESTS.0, DEFAULT_REQUESTS.1)),
+        limits: Some(quantities(DEFAULT_LIMITS.0, DEFAULT_LIMITS.1)),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{Api, PostParams};
 
-use crate::config::Platform;
 use crate::delivery::{ImageVolumeState, ImageVolumeSupport};
 use crate::inject::{self, Settings, Workload};
 use crate::metrics::Metrics;
 use crate::policy::ClusterView;
+use crate::settings::Platform;
 
 /// The probe pod: the image volume and its mount as a patched pod would have
 /// them, in a container that passes the restricted Pod Security level.

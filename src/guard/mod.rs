@@ -13,16 +13,34 @@
 //! `pkg/apis/core/validation` (containers, volumes, env, resources); the
 //! image reference follows the distribution reference grammar the kubelet
 //! uses, which the API server does not check but a pod cannot start without.
+//!
+//! The rules themselves stand in their own modules, each a leaf: `quantity`
+//! (exact quantities), `names` (names, labels, keys) and `image`; this one
+//! holds the checker that applies them to what the patch adds.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimTemplate, ResourceRequirements,
+    EnvVar, EnvVarSource, ImageVolumeSource, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimTemplate, ResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::inject::Settings;
+use crate::settings::Settings;
+
+mod image;
+mod names;
+mod quantity;
+
+pub use image::image;
+pub use names::{
+    dns_label, dns_subdomain, env_var_name, label_key, label_value, pull_policy, qualified_name,
+};
+use names::{key_ref, rule};
+use quantity::NANOS_PER_UNIT;
+pub use quantity::{ParsedQuantity, QuantityFormat, quantity};
 
 /// One value the API server would refuse.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,34 +168,29 @@ impl Checker {
     }
 
     fn env_source(&mut self, key: impl Fn() -> String, source: &EnvVarSource) {
-        let mut sources = 0;
-        if let Some(r) = &source.field_ref {
-            sources += 1;
-            let result = env_field_ref(r.api_version.as_deref(), &r.field_path);
-            self.record(
-                || format!("{}.fieldRef.fieldPath", key()),
-                &r.field_path,
-                result,
-            );
-        }
-        if let Some(r) = &source.resource_field_ref {
-            sources += 1;
-            let result = env_resource_field_ref(&r.resource, r.divisor.as_ref());
-            self.record(
-                || format!("{}.resourceFieldRef", key()),
-                &r.resource,
-                result,
-            );
-        }
-        if let Some(r) = &source.config_map_key_ref {
-            sources += 1;
-            let result = key_ref(&r.name, &r.key);
-            self.record(|| format!("{}.configMapKeyRef", key()), &r.key, result);
-        }
-        if let Some(r) = &source.secret_key_ref {
-            sources += 1;
-            let result = key_ref(&r.name, &r.key);
-            self.record(|| format!("{}.secretKeyRef", key()), &r.key, result);
+        // Each source that is set, with the field the API server names and
+        // the value it checks.
+        let checked = [
+            source.field_ref.as_ref().map(|r| {
+                let result = env_field_ref(r.api_version.as_deref(), &r.field_path);
+                ("fieldRef.fieldPath", r.field_path.as_str(), result)
+            }),
+            source.resource_field_ref.as_ref().map(|r| {
+                let result = env_resource_field_ref(&r.resource, r.divisor.as_ref());
+                ("resourceFieldRef", r.resource.as_str(), result)
+            }),
+            source
+                .config_map_key_ref
+                .as_ref()
+                .map(|r| ("configMapKeyRef", r.key.as_str(), key_ref(&r.name, &r.key))),
+            source
+                .secret_key_ref
+                .as_ref()
+                .map(|r| ("secretKeyRef", r.key.as_str(), key_ref(&r.name, &r.key))),
+        ];
+        let sources = checked.iter().flatten().count();
+        for (field, value, result) in checked.into_iter().flatten() {
+            self.record(|| format!("{}.{field}", key()), value, result);
         }
         if source.file_key_ref.is_some() {
             // Alpha (EnvFiles gate, off by default): the API server drops
@@ -210,7 +223,32 @@ impl Checker {
         template: &PersistentVolumeClaimTemplate,
     ) {
         let spec = &template.spec;
-        let modes = spec.access_modes.as_deref().unwrap_or_default();
+        self.access_modes(setting, spec.access_modes.as_deref().unwrap_or_default());
+        self.claim_storage(setting, spec);
+        if let Some(mode) = &spec.volume_mode {
+            self.record(
+                || format!("{setting}.spec.volumeMode"),
+                mode,
+                // A raw block device cannot be mounted, and the init
+                // container copies files into it: the pod would not start.
+                rule(
+                    mode == "Filesystem",
+                    "must be Filesystem: the instrumentation is copied into it as files",
+                ),
+            );
+        }
+        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
+            self.record(
+                || format!("{setting}.spec.storageClassName"),
+                class,
+                dns_subdomain(class),
+            );
+        }
+        self.template_metadata(setting, template.metadata.as_ref());
+    }
+
+    /// At least one access mode, each a known one, and `ReadWriteOncePod` alone.
+    fn access_modes(&mut self, setting: &str, modes: &[String]) {
         if modes.is_empty() {
             self.record(
                 || format!("{setting}.spec.accessModes"),
@@ -239,16 +277,16 @@ impl Checker {
             self.record(
                 || format!("{setting}.spec.accessModes[{i}]"),
                 mode,
-                if known {
-                    Ok(())
-                } else {
-                    Err(
-                        "must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod"
-                            .to_owned(),
-                    )
-                },
+                rule(
+                    known,
+                    "must be ReadWriteOnce, ReadOnlyMany, ReadWriteMany or ReadWriteOncePod",
+                ),
             );
         }
+    }
+
+    /// A positive storage request.
+    fn claim_storage(&mut self, setting: &str, spec: &PersistentVolumeClaimSpec) {
         let storage = spec
             .resources
             .as_ref()
@@ -256,13 +294,8 @@ impl Checker {
             .and_then(|r| r.get("storage"));
         let checked = match storage {
             None => Err("a storage request is required".to_owned()),
-            Some(q) => quantity(&q.0).and_then(|parsed| {
-                if parsed.is_positive() {
-                    Ok(())
-                } else {
-                    Err("must be greater than zero".to_owned())
-                }
-            }),
+            Some(q) => quantity(&q.0)
+                .and_then(|parsed| rule(parsed.is_positive(), "must be greater than zero")),
         };
         let value = storage.map_or("", |q| q.0.as_str());
         self.record(
@@ -270,32 +303,13 @@ impl Checker {
             value,
             checked,
         );
-        if let Some(mode) = &spec.volume_mode {
-            self.record(
-                || format!("{setting}.spec.volumeMode"),
-                mode,
-                // A raw block device cannot be mounted, and the init
-                // container copies files into it: the pod would not start.
-                if mode == "Filesystem" {
-                    Ok(())
-                } else {
-                    Err(
-                        "must be Filesystem: the instrumentation is copied into it as files"
-                            .to_owned(),
-                    )
-                },
-            );
-        }
-        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty()) {
-            self.record(
-                || format!("{setting}.spec.storageClassName"),
-                class,
-                dns_subdomain(class),
-            );
-        }
+    }
+
+    /// The template's labels and annotations, and nothing else of its metadata.
+    fn template_metadata(&mut self, setting: &str, metadata: Option<&ObjectMeta>) {
         // ValidateTemplateObjectMeta: labels and annotations only; any other
         // metadata "cannot be set for an ephemeral volume".
-        if let Some(meta) = &template.metadata {
+        if let Some(meta) = metadata {
             let mut others = serde_json::to_value(meta).unwrap_or_default();
             if let Some(map) = others.as_object_mut() {
                 map.remove("labels");
@@ -319,7 +333,7 @@ impl Checker {
                 );
             }
         }
-        let labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
+        let labels = metadata.and_then(|m| m.labels.as_ref());
         for (key, value) in labels.into_iter().flatten() {
             self.record(|| format!("{setting}.metadata.labels"), key, label_key(key));
             self.record(
@@ -384,197 +398,6 @@ pub fn check_settings(settings: &Settings) -> Result<(), Vec<Problem>> {
     c.env("env", &settings.env);
     c.node_selector("nodeSelector", &settings.node_selector);
     c.into_result()
-}
-
-/// A quantity as apimachinery holds it once parsed: rounded away from zero
-/// to whole nano-units (`resource.ParseQuantity` rounds to `Nano` with
-/// `inf.RoundUp`), kept exactly in an `i128`, so that requests, limits and
-/// page sizes compare as the API server compares them ("1Gi" equals
-/// "1024Mi", "-1Gi" is negative). Beyond ±1.7e29 units, where no resource
-/// lives, `nanos` is `None` and comparisons fall back to `approx`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ParsedQuantity {
-    pub nanos: Option<i128>,
-    /// The value as a float, for the out-of-range fallback.
-    pub approx: f64,
-    pub format: QuantityFormat,
-}
-
-/// How apimachinery prints a quantity back: from the suffix it was written with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuantityFormat {
-    /// `Ki`, `Mi`, ...
-    BinarySI,
-    /// No suffix, or `n`, `u`, `m`, `k`, `M`, ...
-    DecimalSI,
-    /// `e3`, `E-2`, ...
-    DecimalExponent,
-}
-
-const NANOS_PER_UNIT: i128 = 1_000_000_000;
-
-impl ParsedQuantity {
-    pub fn is_negative(&self) -> bool {
-        self.nanos.map_or(self.approx < 0.0, |n| n < 0)
-    }
-
-    pub fn is_positive(&self) -> bool {
-        self.nanos.map_or(self.approx > 0.0, |n| n > 0)
-    }
-
-    pub fn compare(&self, other: &Self) -> std::cmp::Ordering {
-        match (self.nanos, other.nanos) {
-            (Some(a), Some(b)) => a.cmp(&b),
-            _ => self.approx.total_cmp(&other.approx),
-        }
-    }
-
-    /// `Quantity.Value()`: whole units, rounded up.
-    fn units(&self) -> Option<i128> {
-        self.nanos.map(|n| ceil_div(n, NANOS_PER_UNIT))
-    }
-
-    /// `Quantity.MilliValue()`: thousandths, rounded up.
-    fn millis(&self) -> Option<i128> {
-        self.nanos.map(|n| ceil_div(n, NANOS_PER_UNIT / 1000))
-    }
-
-    /// `MilliValue() % 1000 == 0`: what the API server calls an integer.
-    pub fn is_whole(&self) -> bool {
-        self.millis()
-            .map_or(self.approx.fract() == 0.0, |m| m % 1000 == 0)
-    }
-}
-
-/// Division rounding away from zero (for a positive divisor).
-fn ceil_div(n: i128, d: i128) -> i128 {
-    let q = n / d;
-    if n % d == 0 {
-        q
-    } else if n > 0 {
-        q + 1
-    } else {
-        q - 1
-    }
-}
-
-const QUANTITY_FORMAT: &str =
-    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
-const QUANTITY_SUFFIX: &str = "unable to parse quantity's suffix";
-
-/// A suffix as powers: `(binary, decimal)`, the value being
-/// `number × 1024^binary × 10^decimal`.
-fn suffix_powers(suffix: &str) -> Result<(u32, i32), String> {
-    let binary = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    if let Some(i) = binary.iter().position(|b| *b == suffix) {
-        return Ok((i as u32 + 1, 0));
-    }
-    let decimal = match suffix {
-        "n" => -9,
-        "u" => -6,
-        "m" => -3,
-        "" => 0,
-        "k" => 3,
-        "M" => 6,
-        "G" => 9,
-        "T" => 12,
-        "P" => 15,
-        "E" => 18,
-        exponent if exponent.len() > 1 && exponent.starts_with(['e', 'E']) => exponent[1..]
-            .parse::<i32>()
-            .map_err(|_| QUANTITY_SUFFIX.to_owned())?,
-        _ => return Err(QUANTITY_SUFFIX.to_owned()),
-    };
-    Ok((0, decimal))
-}
-
-/// The magnitude in nano-units, rounded up; `None` beyond `i128`.
-fn exact_nanos(digits: &str, fraction_len: usize, binary: u32, decimal: i32) -> Option<i128> {
-    let digits = digits.trim_start_matches('0');
-    let mantissa: u128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().ok()?
-    };
-    let scaled = mantissa.checked_mul(1024u128.checked_pow(binary)?)?;
-    let exponent = i64::from(decimal) - fraction_len as i64 + 9;
-    let magnitude = if exponent >= 0 {
-        scaled.checked_mul(10u128.checked_pow(u32::try_from(exponent).ok()?)?)?
-    } else {
-        match u32::try_from(-exponent)
-            .ok()
-            .and_then(|e| 10u128.checked_pow(e))
-        {
-            Some(divisor) => scaled.div_ceil(divisor),
-            // Smaller than a nano-unit: rounded up to one, as apimachinery does.
-            None => u128::from(scaled > 0),
-        }
-    };
-    i128::try_from(magnitude).ok()
-}
-
-/// `resource.ParseQuantity` after the JSON decoder's `strings.TrimSpace`:
-/// the API server fails the whole pod with exactly these messages.
-pub fn quantity(text: &str) -> Result<ParsedQuantity, String> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(QUANTITY_FORMAT.to_owned());
-    }
-    let bytes = s.as_bytes();
-    let mut pos = 0;
-    let negative = bytes[0] == b'-';
-    if matches!(bytes[0], b'-' | b'+') {
-        pos += 1;
-    }
-    let digits = |from: usize| {
-        from + bytes[from..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count()
-    };
-    let int_end = digits(pos);
-    let mut number_end = int_end;
-    if bytes.get(number_end) == Some(&b'.') {
-        number_end = digits(number_end + 1);
-    }
-    // The suffix: letters of the set, then an optional signed integer.
-    let mut i = number_end;
-    while i < bytes.len() && b"eEinumkKMGTP".contains(&bytes[i]) {
-        i += 1;
-    }
-    if i < bytes.len() && matches!(bytes[i], b'+' | b'-') {
-        i += 1;
-    }
-    if !bytes[i..].iter().all(u8::is_ascii_digit) {
-        return Err(QUANTITY_FORMAT.to_owned());
-    }
-    let (binary, decimal) = suffix_powers(&s[number_end..])?;
-    // apimachinery reads "", "." and "5." as numbers (zero, five).
-    let whole = &s[pos..int_end];
-    let fraction = s[int_end..number_end].trim_start_matches('.');
-    let number = format!("{whole}{fraction}");
-    let mut approx = format!("0{whole}.{fraction}0")
-        .parse::<f64>()
-        .unwrap_or(0.0)
-        * 1024f64.powi(binary as i32)
-        * 10f64.powi(decimal);
-    let mut nanos = exact_nanos(&number, fraction.len(), binary, decimal);
-    if negative {
-        approx = -approx;
-        nanos = nanos.map(|n| -n);
-    }
-    let format = match (binary, &s[number_end..]) {
-        (1.., _) => QuantityFormat::BinarySI,
-        (_, suffix) if suffix.len() > 1 && suffix.starts_with(['e', 'E']) => {
-            QuantityFormat::DecimalExponent
-        }
-        _ => QuantityFormat::DecimalSI,
-    };
-    Ok(ParsedQuantity {
-        nanos,
-        approx,
-        format,
-    })
 }
 
 fn non_negative(q: &ParsedQuantity) -> Result<(), String> {
@@ -802,250 +625,6 @@ fn divisor_allowed(q: &ParsedQuantity, cpu: bool) -> bool {
             (1..=6).any(|k| nanos == 1000i128.pow(k) * NANOS_PER_UNIT)
         }
         QuantityFormat::DecimalExponent => false,
-    }
-}
-
-/// A `configMapKeyRef`/`secretKeyRef`: a DNS subdomain name and a key of
-/// `[-._a-zA-Z0-9]+` (`validateConfigMapKeySelector`, `IsConfigMapKey`).
-fn key_ref(name: &str, key: &str) -> Result<(), String> {
-    dns_subdomain(name).map_err(|e| format!("name {name:?} {e}"))?;
-    let ok = !key.is_empty()
-        && key.len() <= 253
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        && key != "."
-        && !key.starts_with("..");
-    if ok {
-        Ok(())
-    } else {
-        Err("a key must be at most 253 letters, digits, '-', '_' or '.', and not '.' or start with '..'".to_owned())
-    }
-}
-
-/// `imagePullPolicy`, as the API server's enum.
-pub fn pull_policy(value: &str) -> Result<(), String> {
-    match value {
-        "Always" | "IfNotPresent" | "Never" => Ok(()),
-        _ => Err("must be Always, IfNotPresent or Never".to_owned()),
-    }
-}
-
-/// An env var name: `[-._a-zA-Z][-._a-zA-Z0-9]*` (the API server's
-/// C_IDENTIFIER-like rule, before the relaxed validation of newer releases:
-/// what every supported API server accepts).
-pub fn env_var_name(name: &str) -> Result<(), String> {
-    let mut bytes = name.bytes();
-    let first_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_'));
-    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) {
-        Ok(())
-    } else {
-        Err("a valid environment variable name must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit".to_owned())
-    }
-}
-
-/// An RFC 1123 label: names of containers and volumes.
-pub fn dns_label(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 label (lowercase letters, digits, '-', at most 63 characters, starting and ending with a letter or digit)".to_owned())
-    }
-}
-
-/// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn dns_subdomain(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        // Unlike a label on its own, a part of a subdomain may be longer than 63.
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a DNS-1123 subdomain (lowercase labels separated by '.', at most 253 characters)".to_owned())
-    }
-}
-
-/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63: the name part of
-/// a qualified name, and a non-empty label value.
-fn name_part(s: &str) -> bool {
-    let edge = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
-    !s.is_empty()
-        && s.len() <= 63
-        && edge(s.bytes().next())
-        && edge(s.bytes().last())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A qualified name (`[prefix/]name`): label keys, extended resources.
-pub fn qualified_name(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        dns_subdomain(prefix).map_err(|e| format!("the prefix {prefix:?} {e}"))?;
-    }
-    if name_part(name) {
-        Ok(())
-    } else {
-        Err("must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
-    }
-}
-
-pub fn label_key(key: &str) -> Result<(), String> {
-    qualified_name(key)
-}
-
-pub fn label_value(value: &str) -> Result<(), String> {
-    if value.is_empty() || name_part(value) {
-        Ok(())
-    } else {
-        Err("a label value must be empty or at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit".to_owned())
-    }
-}
-
-/// An image reference: `[domain[:port]/]path[:tag][@digest]`. The API
-/// server only refuses surrounding whitespace; the kubelet refuses the rest
-/// (InvalidImageName), and the pod would then never start.
-pub fn image(reference: &str) -> Result<(), String> {
-    if reference.is_empty() {
-        return Err("must name an image".to_owned());
-    }
-    if reference.trim() != reference {
-        return Err("must not have leading or trailing whitespace".to_owned());
-    }
-    let (rest, digest) = match reference.split_once('@') {
-        Some((rest, digest)) => (rest, Some(digest)),
-        None => (reference, None),
-    };
-    if let Some(digest) = digest {
-        image_digest(digest)?;
-    }
-    let (name, tag) = match rest.rfind(':') {
-        Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
-        _ => (rest, None),
-    };
-    if let Some(tag) = tag {
-        let ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !ok {
-            return Err(format!(
-                "tag {tag:?} is not valid (letters, digits, '_', '.', '-', at most 128)"
-            ));
-        }
-    }
-    if name.len() > 255 {
-        return Err("the repository name is longer than 255 characters".to_owned());
-    }
-    let mut components: Vec<&str> = name.split('/').collect();
-    let has_domain = components.len() > 1
-        && (components[0].contains(['.', ':'])
-            || components[0] == "localhost"
-            || components[0].bytes().any(|b| b.is_ascii_uppercase()));
-    if has_domain {
-        image_domain(components.remove(0))?;
-    }
-    for component in components {
-        if !path_component(component) {
-            return Err(format!(
-                "repository path component {component:?} is not valid (lowercase letters and digits, separated by '.', '_', '__' or '-')"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn image_domain(domain: &str) -> Result<(), String> {
-    let (host, port) = if let Some(v6) = domain.strip_prefix('[') {
-        match v6.split_once(']') {
-            Some((addr, rest)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
-                (addr, rest.strip_prefix(':'))
-            }
-            _ => return Err(format!("registry {domain:?} is not a valid address")),
-        }
-    } else {
-        match domain.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (domain, None),
-        }
-    };
-    if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(format!("registry port {port:?} is not a number"));
-    }
-    let component_ok = |c: &str| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !c.starts_with('-')
-            && !c.ends_with('-')
-    };
-    if domain.starts_with('[') || host.split('.').all(component_ok) {
-        Ok(())
-    } else {
-        Err(format!("registry {host:?} is not a valid host name"))
-    }
-}
-
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-fn path_component(component: &str) -> bool {
-    let bytes = component.as_bytes();
-    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
-        return false;
-    }
-    let mut i = 0;
-    while i < bytes.len() {
-        if alnum(&bytes[i]) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(&bytes[i]) {
-            i += 1;
-        }
-        let separator = &component[start..i];
-        let ok = matches!(separator, "." | "_" | "__") || separator.bytes().all(|b| b == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn image_digest(digest: &str) -> Result<(), String> {
-    let bad = || format!("digest {digest:?} is not valid (algorithm:hex)");
-    let (algorithm, hex) = digest.split_once(':').ok_or_else(bad)?;
-    let algorithm_ok = algorithm.split(['+', '.', '-', '_']).all(|c| {
-        c.starts_with(|ch: char| ch.is_ascii_alphabetic())
-            && c.bytes().all(|b| b.is_ascii_alphanumeric())
-    });
-    if algorithm_ok && hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(bad())
     }
 }
 
@@ -1396,13 +975,18 @@ mod refused_by_the_api_server {
     }
 
     fn claim(storage: &str) -> Vec<Problem> {
+        claim_with(&["ReadWriteOnce"], storage)
+    }
+
+    /// The problems of a claim template with these access modes and storage request.
+    fn claim_with(modes: &[&str], storage: &str) -> Vec<Problem> {
         let mut c = Checker::default();
         c.volume_claim_template(
             "t",
             &PersistentVolumeClaimTemplate {
                 metadata: None,
                 spec: PersistentVolumeClaimSpec {
-                    access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                    access_modes: Some(modes.iter().map(|m| (*m).to_owned()).collect()),
                     resources: Some(VolumeResourceRequirements {
                         requests: quantities(&[("storage", storage)]),
                         limits: None,
@@ -1431,25 +1015,7 @@ mod refused_by_the_api_server {
 
     #[test]
     fn read_write_once_pod_stands_alone() {
-        let mut c = Checker::default();
-        c.volume_claim_template(
-            "t",
-            &PersistentVolumeClaimTemplate {
-                metadata: None,
-                spec: PersistentVolumeClaimSpec {
-                    access_modes: Some(vec![
-                        "ReadWriteOncePod".to_owned(),
-                        "ReadOnlyMany".to_owned(),
-                    ]),
-                    resources: Some(VolumeResourceRequirements {
-                        requests: quantities(&[("storage", "1Gi")]),
-                        limits: None,
-                    }),
-                    ..Default::default()
-                },
-            },
-        );
-        let problems = c.into_result().err().unwrap_or_default();
+        let problems = claim_with(&["ReadWriteOncePod", "ReadOnlyMany"], "1Gi");
         assert!(
             problems.iter().any(|p| p.setting == "t.spec.accessModes"),
             "{problems:?}"
