@@ -59,6 +59,18 @@ fn app(name: &str, crash_when: &str) -> Value {
     deployment
 }
 
+/// A control plane, a node with the images these tests run, and namespace
+/// cxtm. Bind as `let (plane, _node)`: the node is dropped first.
+fn cluster_with_cxtm(name: &str) -> (ControlPlane, Node) {
+    let plane = ControlPlane::up(name);
+    let node = Node::up_with_images(
+        &plane,
+        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
+    );
+    plane.namespace("cxtm", &[]);
+    (plane, node)
+}
+
 fn pods(plane: &ControlPlane, name: &str) -> Vec<Value> {
     let out = plane
         .try_kubectl(
@@ -187,12 +199,7 @@ fn events(plane: &ControlPlane, reason: &str, name: &str) -> Vec<Value> {
 )]
 fn no_pod_left_behind() {
     let started = Instant::now();
-    let plane = ControlPlane::up("fleet");
-    let _node = Node::up_with_images(
-        &plane,
-        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
-    );
-    plane.namespace("cxtm", &[]);
+    let (plane, _node) = cluster_with_cxtm("fleet");
     let done = |what: &str| {
         eprintln!(
             "scenario: {what}: ok ({:.1}s)",
@@ -448,12 +455,7 @@ fn injections(pod: &Value) -> [usize; 3] {
 /// and every pod carries one injection, not two.
 fn webhook_stopped_during_100_creates() {
     const WAIT_ALL: Duration = Duration::from_secs(900);
-    let plane = ControlPlane::up("fleet-outage");
-    let _node = Node::up_with_images(
-        &plane,
-        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
-    );
-    plane.namespace("cxtm", &[]);
+    let (plane, _node) = cluster_with_cxtm("fleet-outage");
     let config = tempfile::NamedTempFile::new().expect("config file");
     write_config_with(config.path(), false, 4);
     let config_path = config.path().to_str().expect("path").to_owned();
@@ -633,12 +635,7 @@ fn bench_reconciler_watching_1000_pods() {
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn bench_catch_up_20_deployments() {
     const APPS: usize = 20;
-    let plane = ControlPlane::up("fleet-catch-up");
-    let _node = Node::up_with_images(
-        &plane,
-        &["pause", "autoinstrumentation-python", "cxtm-logstream"],
-    );
-    plane.namespace("cxtm", &[]);
+    let (plane, _node) = cluster_with_cxtm("fleet-catch-up");
     let config = tempfile::NamedTempFile::new().expect("config file");
     let config_path = config.path().to_str().expect("path").to_owned();
     for max in [1, 4] {

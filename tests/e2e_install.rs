@@ -404,6 +404,20 @@ impl Install {
     }
 }
 
+/// `manifests/install-ca-bundle.sh DIR`: your own certificate, loaded the
+/// documented way.
+fn install_ca_bundle(plane: &ControlPlane, certs: &Path) {
+    let out = Install::script_env(plane, certs)
+        .output()
+        .expect("run manifests/install-ca-bundle.sh");
+    assert!(
+        out.status.success(),
+        "install-ca-bundle.sh {} failed: {}",
+        certs.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A key of Secret otel-injector-tls, decoded, trailing whitespace trimmed
 /// (empty when the Secret or the key is missing).
 fn secret_pem(plane: &ControlPlane, key: &str) -> String {
@@ -1293,13 +1307,7 @@ fn under_load_nothing_missed(install: &Install) {
             "certs: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut rotation = Install::script_env(plane, &rotated);
-        let out = rotation.output().expect("run install-ca-bundle.sh");
-        assert!(
-            out.status.success(),
-            "install-ca-bundle.sh (rotation) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        install_ca_bundle(plane, &rotated);
         // The kubelet updates the Secret volume; the server reloads the files.
         let want = file_fingerprint(&rotated.join("tls.crt"));
         for (pod, _) in &pods {
@@ -1359,16 +1367,7 @@ fn self_managed_renewal_under_load(install: &Install) {
         install,
         "renewal",
         &pem_of(&expiring.join("tls.crt")),
-        || {
-            let out = Install::script_env(plane, &expiring)
-                .output()
-                .expect("run install-ca-bundle.sh");
-            assert!(
-                out.status.success(),
-                "install-ca-bundle.sh (expiring) failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        },
+        || install_ca_bundle(plane, &expiring),
     );
     let minted_ca = secret_pem(plane, "ca.crt");
     assert_ne!(minted_ca, old_ca, "renewal made a new CA");
