@@ -9,9 +9,11 @@
 //! that cannot renew within `duration` steps down on its own, so two holders
 //! never act at once for longer than one clock skew.
 //!
-//! ```no_run
+//! (Not a doctest: the module is crate-private.)
+//!
+//! ```ignore
 //! # async fn doc(client: kube::Client) {
-//! use otel_injector::k8s::lease::{self, LeaseSettings};
+//! use crate::k8s::lease::{self, LeaseSettings};
 //! let mut leader = lease::spawn(client, LeaseSettings::new("otel-injector", "otel-injector-leader"));
 //! leader.wait_for(|held| *held).await.ok();
 //! // ... act, checking `*leader.borrow()` before each write ...
