@@ -146,19 +146,9 @@ fn gauge(webhook: &Webhook, state: &str) -> Option<i64> {
 /// live pod of cxtm, with the cluster settled (no pod terminating).
 fn assert_gauge_matches_kubectl(plane: &ControlPlane, webhook: &Webhook) {
     eventually("the gauge to equal kubectl", WAIT, || {
-        let out = plane
-            .try_kubectl(&["get", "pods", "-n", "cxtm", "-o", "json"], None)
-            .ok()?;
-        let list: Value = serde_json::from_str(&out).ok()?;
-        let items = list["items"].as_array()?;
-        if items
-            .iter()
-            .any(|p| !p["metadata"]["deletionTimestamp"].is_null())
-        {
-            return None;
-        }
+        let items = settled_pods(plane)?;
         let mut want = std::collections::BTreeMap::new();
-        for pod in items {
+        for pod in &items {
             *want.entry(kubectl_state(pod)).or_insert(0i64) += 1;
         }
         let states = [
