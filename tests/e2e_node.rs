@@ -545,7 +545,10 @@ fn timings(cluster: &Cluster) {
         ("imageVolume: app started -> Ready", vec![]),
         ("imageVolume: create -> Ready", vec![]),
         ("imageVolume: Ready -> first span", vec![]),
+        ("injected: create -> first span", vec![]),
+        ("imageVolume: create -> first span", vec![]),
     ];
+    let mut rss: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
     let kinds: &[&str] = if image_volume_timings() {
         &["plain", "injected", "bare", "imageVolume"]
     } else {
@@ -563,7 +566,7 @@ fn timings(cluster: &Cluster) {
     for run in 0..runs {
         for &kind in kinds {
             let inject = kind != "plain";
-            let name = format!("timing-{kind}-{run}");
+            let name = format!("timing-{}-{run}", kind.to_lowercase());
             let command: &[&str] = if kind == "bare" {
                 &bare
             } else {
@@ -595,6 +598,7 @@ fn timings(cluster: &Cluster) {
                 rows[8].1.push(ready.saturating_duration_since(started));
                 rows[9].1.push(ready - created);
             } else if kind == "imageVolume" {
+                assert_image_volume_delivery(&pod);
                 rows[10].1.push(ready.saturating_duration_since(started));
                 rows[11].1.push(ready - created);
                 let id = format!("{name}-first");
@@ -603,6 +607,7 @@ fn timings(cluster: &Cluster) {
                     (!spans_for(r, &id).is_empty()).then_some(())
                 });
                 rows[12].1.push(ready.elapsed());
+                rows[14].1.push(created.elapsed());
             } else if inject {
                 let init_done = t
                     .init_done
@@ -617,10 +622,16 @@ fn timings(cluster: &Cluster) {
                     (!spans_for(r, &id).is_empty()).then_some(())
                 });
                 rows[7].1.push(ready.elapsed());
+                rows[13].1.push(created.elapsed());
             } else {
                 rows[0].1.push(started - created);
                 rows[1].1.push(ready.saturating_duration_since(started));
                 rows[2].1.push(ready - created);
+                // One request, as the injected kinds serve one before theirs.
+                drive_logstream(&app, &[format!("{name}-first")]);
+            }
+            if let Some(kib) = listener_rss_kib(app.port) {
+                rss.entry(kind).or_default().push(kib);
             }
             cluster.plane.kubectl(
                 &["delete", "deployment", "-n", "cxtm", &name, "--wait=false"],
@@ -633,4 +644,47 @@ fn timings(cluster: &Cluster) {
     for (what, xs) in rows.into_iter().filter(|(_, xs)| !xs.is_empty()) {
         eprintln!("  {what:<62} {:>6}", median(xs).as_millis());
     }
+    eprintln!("app RSS after its first request, medians (MiB; the process on the app's port):");
+    for (kind, mut kib) in rss {
+        kib.sort_unstable();
+        let mid = kib[kib.len() / 2];
+        eprintln!(
+            "  {kind:<12} {:>7.1}  (of {})",
+            mid as f64 / 1024.0,
+            kib.len()
+        );
+    }
+}
+
+/// An `imageVolume` pod on this node (containerd 2, gates on) must really
+/// have been given the image volume: a fallback to the init container would
+/// time the wrong thing.
+fn assert_image_volume_delivery(pod: &Value) {
+    assert_eq!(init_count(pod), 0, "imageVolume pod has no init container");
+    let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+    assert!(
+        volumes.iter().any(|v| v["image"]["reference"].is_string()),
+        "imageVolume pod has an image volume: {volumes:?}"
+    );
+}
+
+/// Resident memory of the process listening on `port` (hostNetwork pods share
+/// the host's network namespace, so `ss` sees their listeners), read from
+/// `/proc/<pid>/status`. `None` when it cannot be read: RSS is a figure to
+/// print, never a condition of the test.
+fn listener_rss_kib(port: u16) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = text.split("pid=").nth(1)?.split(',').next()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }

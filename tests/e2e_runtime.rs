@@ -81,6 +81,10 @@ struct Matrix {
     config: tempfile::NamedTempFile,
     rows: Vec<(String, Auto, String)>,
     started: Instant,
+    /// `delivery: imageVolume` (docs/delivery.md): the node runs containerd
+    /// 2 and the ImageVolume gate is on, and every pod must get the image
+    /// volume, never the init container.
+    image_volume: bool,
 }
 
 impl Drop for Matrix {
@@ -91,10 +95,24 @@ impl Drop for Matrix {
 }
 
 impl Matrix {
-    fn start() -> Matrix {
+    fn start(image_volume: bool) -> Matrix {
         let started = Instant::now();
-        let plane = ControlPlane::up("runtime");
-        let node = Node::up_with_images(&plane, IMAGES);
+        let (plane, node) = if image_volume {
+            let plane = ControlPlane::up_with(
+                "runtime-iv",
+                &[("APISERVER_EXTRA_ARGS", "--feature-gates=ImageVolume=true")],
+            );
+            let images = IMAGES.join(" ");
+            let node = Node::up_with(
+                &plane,
+                &[("NODE_IMAGES", &images), ("NODE_CONTAINERD", "2")],
+            );
+            (plane, node)
+        } else {
+            let plane = ControlPlane::up("runtime");
+            let node = Node::up_with_images(&plane, IMAGES);
+            (plane, node)
+        };
         let receiver = OtlpReceiver::start();
         let config = tempfile::NamedTempFile::new().expect("config file");
         plane.namespace("cxtm", &[]);
@@ -110,14 +128,20 @@ impl Matrix {
             config,
             rows: Vec::new(),
             started,
+            image_volume,
         }
     }
 
     /// The default configuration but for where the collector is (the
     /// receiver on loopback) and which auto-instrumentation image is copied.
     fn use_image(&mut self, auto: Auto) {
+        let delivery = if self.image_volume {
+            "imageVolume"
+        } else {
+            "initContainer"
+        };
         let text = format!(
-            "image: {}\nexporter:\n  endpoint: {}\n  protocol: http/protobuf\n",
+            "image: {}\ndelivery: {delivery}\nexporter:\n  endpoint: {}\n  protocol: http/protobuf\n",
             auto.image(),
             self.receiver.endpoint()
         );
@@ -142,8 +166,18 @@ impl Matrix {
             Duration::from_secs(30),
             || {
                 let pod = self.plane.dry_run("cxtm", &probe)?;
-                let init = pod["spec"]["initContainers"].as_array()?.first()?.clone();
-                (init["image"] == auto.image()).then_some(())
+                let image = if self.image_volume {
+                    // The webhook's own dry-run check must have passed, or
+                    // it falls back to the init container.
+                    pod["spec"]["volumes"]
+                        .as_array()?
+                        .iter()
+                        .find_map(|v| v["image"]["reference"].as_str().map(str::to_owned))?
+                } else {
+                    let init = pod["spec"]["initContainers"].as_array()?.first()?.clone();
+                    init["image"].as_str()?.to_owned()
+                };
+                (image == auto.image()).then_some(())
             },
         );
     }
@@ -215,10 +249,33 @@ impl Matrix {
             },
         )
     }
-}
 
-fn assert_init_completed(pod: &Value) {
-    common::node::assert_init_completed(pod, INIT);
+    /// The auto-instrumentation reached the pod the configured way: the
+    /// init container ran to completion, or the image volume is mounted
+    /// read-only in the app container and there is no init container.
+    fn assert_delivered(&self, pod: &Value) {
+        if !self.image_volume {
+            common::node::assert_init_completed(pod, INIT);
+            return;
+        }
+        assert!(
+            pod["spec"]["initContainers"].is_null(),
+            "imageVolume: no init container: {}",
+            pod["spec"]
+        );
+        let volume = pod["spec"]["volumes"]
+            .as_array()
+            .and_then(|all| all.iter().find(|v| v["image"]["reference"].is_string()))
+            .unwrap_or_else(|| panic!("imageVolume: no image volume: {}", pod["spec"]))
+            .clone();
+        let mount = app_container(pod)["volumeMounts"]
+            .as_array()
+            .and_then(|all| all.iter().find(|m| m["name"] == volume["name"]))
+            .unwrap_or_else(|| panic!("imageVolume: not mounted: {}", pod["spec"]))
+            .clone();
+        assert_eq!(mount["readOnly"], true, "{mount}");
+        assert_eq!(mount["mountPath"], MOUNT, "{mount}");
+    }
 }
 
 fn app_container(pod: &Value) -> &Value {
@@ -271,7 +328,24 @@ fn wait_crash(m: &Matrix, name: &str) -> (Value, String) {
     ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
 )]
 fn every_python_starts_and_serves_when_injected() {
-    let mut m = Matrix::start();
+    run_matrix(false);
+}
+
+/// The same matrix with `delivery: imageVolume` on a containerd 2 node with
+/// the ImageVolume gate (issue 24): every case must behave as with the init
+/// container, read from the same paths, with no init container at all.
+/// containerd 2 is a separate Go build (tests/containerd/build, cached).
+#[test]
+#[cfg_attr(
+    skip_e2e,
+    ignore = "OTEL_INJECTOR_SKIP_E2E=1: needs root and a real node"
+)]
+fn every_python_starts_and_serves_from_an_image_volume() {
+    run_matrix(true);
+}
+
+fn run_matrix(image_volume: bool) {
+    let mut m = Matrix::start(image_volume);
     for auto in [Auto::Multi, Auto::Operator] {
         m.use_image(auto);
         eprintln!("== matrix with the {} ({})", auto.label(), auto.image());
@@ -351,7 +425,7 @@ fn python_version(m: &Matrix, auto: Auto, minor: &str, command: bool) -> String 
         // guard, which starts the app without our PYTHONPATH.
         if command {
             let pod = rollout(&m.plane, "cxtm", &name);
-            assert_init_completed(&pod);
+            m.assert_delivered(&pod);
             assert_eq!(
                 app_container(&pod)["command"][4],
                 format!("{MOUNT}/bin/opentelemetry-instrument"),
@@ -388,7 +462,7 @@ fn python_version(m: &Matrix, auto: Auto, minor: &str, command: bool) -> String 
                 .to_owned();
         }
         let pod = rollout(&m.plane, "cxtm", &name);
-        assert_init_completed(&pod);
+        m.assert_delivered(&pod);
         let about = info(&app);
         assert_eq!(about["otel"]["active"], false, "{about}");
         let log = m.logs(&name, false);
@@ -412,7 +486,7 @@ fn python_version(m: &Matrix, auto: Auto, minor: &str, command: bool) -> String 
     }
 
     let pod = rollout(&m.plane, "cxtm", &name);
-    assert_init_completed(&pod);
+    m.assert_delivered(&pod);
     let container = app_container(&pod);
     if command {
         assert_eq!(
@@ -458,7 +532,7 @@ fn venv_with_only_python(m: &Matrix, auto: Auto) -> String {
         .command(&["/app/venv/bin/python", "app.py"]);
     m.plane.apply(&app.deployment());
     let pod = rollout(&m.plane, "cxtm", &name);
-    assert_init_completed(&pod);
+    m.assert_delivered(&pod);
     assert_eq!(
         app_container(&pod)["command"][0],
         "/app/venv/bin/python",
@@ -560,19 +634,22 @@ fn restricted(m: &Matrix, auto: Auto) -> String {
     });
     m.plane.apply(&deployment);
     let pod = rollout(&m.plane, "cxtm", &name);
-    // Admitted by PodSecurity after our mutation, with our init container.
+    // Admitted by PodSecurity after our mutation, with our init container
+    // (or, in imageVolume mode, the image volume and nothing that runs).
     assert_eq!(pod["spec"]["hostNetwork"], Value::Null, "{}", pod["spec"]);
-    let init = pod["spec"]["initContainers"]
-        .as_array()
-        .and_then(|all| all.iter().find(|c| c["name"] == INIT))
-        .unwrap_or_else(|| panic!("no init container: {}", pod["spec"]))
-        .clone();
-    assert_eq!(
-        init["securityContext"],
-        app_container(&pod)["securityContext"],
-        "the init container runs with the app's securityContext"
-    );
-    assert_init_completed(&pod);
+    if !m.image_volume {
+        let init = pod["spec"]["initContainers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == INIT))
+            .unwrap_or_else(|| panic!("no init container: {}", pod["spec"]))
+            .clone();
+        assert_eq!(
+            init["securityContext"],
+            app_container(&pod)["securityContext"],
+            "the init container runs with the app's securityContext"
+        );
+    }
+    m.assert_delivered(&pod);
 
     let exec = |path: &str| -> String {
         let code = format!(
@@ -620,9 +697,15 @@ fn restricted(m: &Matrix, auto: Auto) -> String {
     let (ok, text) = m.verify(&name);
     assert!(ok, "verify of the restricted pod:\n{text}");
     m.delete(&name);
-    "instrumented: PSA restricted admits it, the init container (uid 10001, read-only root) fills the volume; \
-     spans checked in the pod's log (its network namespace cannot reach the receiver)"
-        .to_owned()
+    let how = if m.image_volume {
+        "the image volume is mounted read-only, nothing extra runs"
+    } else {
+        "the init container (uid 10001, read-only root) fills the volume"
+    };
+    format!(
+        "instrumented: PSA restricted admits it, {how}; \
+         spans checked in the pod's log (its network namespace cannot reach the receiver)"
+    )
 }
 
 /// `PYTHONPATH=/app/lib` in the pod spec: the app's own module (imported at
@@ -763,7 +846,7 @@ fn django(m: &Matrix, name: &str, command: &[&str]) -> String {
     c["env"] = json!(env);
     m.plane.apply(&deployment);
     let pod = rollout(&m.plane, "cxtm", name);
-    assert_init_completed(&pod);
+    m.assert_delivered(&pod);
     if command[0] == "gunicorn" {
         let pythonpath = app_container(&pod)["env"]
             .as_array()
