@@ -11,9 +11,10 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, ResourceRequirements, SecurityContext, VolumeMount,
+};
 use serde::Serialize;
-use serde::ser::SerializeMap;
 
 use super::command::GUARD;
 
@@ -114,13 +115,28 @@ impl PatchBuilder {
 
     /// Appends `item` to the array at `path`, creating the array when the pod has none.
     pub fn append<T: Serialize + ?Sized>(&mut self, path: &str, exists: bool, item: &T) {
+        self.append_with(path, exists, |b| b.value(item));
+    }
+
+    /// [`Self::append`] of a volume mount, written directly (see [`write_volume_mount`]).
+    pub fn append_mount(&mut self, path: &str, exists: bool, mount: &VolumeMount) {
+        self.append_with(path, exists, |b| write_volume_mount(&mut b.json, mount));
+    }
+
+    /// [`Self::append`] of a container, written directly where it holds only
+    /// what an init container of ours sets (see [`Self::container`]).
+    pub fn append_container(&mut self, path: &str, exists: bool, container: &Container) {
+        self.append_with(path, exists, |b| b.container(container));
+    }
+
+    fn append_with(&mut self, path: &str, exists: bool, write: impl FnOnce(&mut Self)) {
         if exists {
             self.begin_with(path, "/-");
-            self.value(item);
+            write(self);
         } else {
             self.begin(path);
             self.json.push(b'[');
-            self.value(item);
+            write(self);
             self.json.push(b']');
         }
         self.json.push(b'}');
@@ -188,9 +204,142 @@ impl PatchBuilder {
         self.json.extend_from_slice(b"]}");
     }
 
-    /// An `add` of a JSON object with these string members, in order.
-    pub fn add_object(&mut self, path: &str, members: &[(&str, &str)]) {
-        self.add(path, &Members(members));
+    /// An `add` of a string, written directly.
+    pub fn add_str(&mut self, path: &str, value: &str) {
+        self.begin(path);
+        write_json_str(&mut self.json, value);
+        self.json.push(b'}');
+    }
+
+    /// An `add` of a JSON object with these string members, in order, written
+    /// directly: serde_json escapes strings a byte at a time, and the status
+    /// annotations of every review went through it.
+    pub fn add_object<'a>(
+        &mut self,
+        path: &str,
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.begin(path);
+        self.json.push(b'{');
+        for (i, (key, value)) in members.into_iter().enumerate() {
+            if i > 0 {
+                self.json.push(b',');
+            }
+            write_json_str(&mut self.json, key);
+            self.json.push(b':');
+            write_json_str(&mut self.json, value);
+        }
+        self.json.extend_from_slice(b"}}");
+    }
+
+    /// A container as k8s-openapi serializes it. The init container (name,
+    /// image, pull policy, `cp` command, mounts) is in every injected review,
+    /// so its strings go through [`write_json_str`]; a container with any
+    /// other field, and the nested resources and securityContext, through serde.
+    fn container(&mut self, container: &Container) {
+        // Exhaustive, so a field added to k8s-openapi's Container is a compile
+        // error here rather than silently dropped.
+        let Container {
+            args,
+            command,
+            env,
+            env_from,
+            image,
+            image_pull_policy,
+            lifecycle,
+            liveness_probe,
+            name,
+            ports,
+            readiness_probe,
+            resize_policy,
+            resources,
+            restart_policy,
+            restart_policy_rules,
+            security_context,
+            startup_probe,
+            stdin,
+            stdin_once,
+            termination_message_path,
+            termination_message_policy,
+            tty,
+            volume_devices,
+            volume_mounts,
+            working_dir,
+        } = container;
+        let other = args.is_some()
+            || env.is_some()
+            || env_from.is_some()
+            || lifecycle.is_some()
+            || liveness_probe.is_some()
+            || ports.is_some()
+            || readiness_probe.is_some()
+            || resize_policy.is_some()
+            || restart_policy.is_some()
+            || restart_policy_rules.is_some()
+            || startup_probe.is_some()
+            || stdin.is_some()
+            || stdin_once.is_some()
+            || termination_message_path.is_some()
+            || termination_message_policy.is_some()
+            || tty.is_some()
+            || volume_devices.is_some()
+            || working_dir.is_some();
+        if other {
+            self.value(container);
+            return;
+        }
+        self.json.push(b'{');
+        if let Some(command) = command {
+            self.json.extend_from_slice(br#""command":["#);
+            for (i, arg) in command.iter().enumerate() {
+                if i > 0 {
+                    self.json.push(b',');
+                }
+                write_json_str(&mut self.json, arg);
+            }
+            self.json.extend_from_slice(b"],");
+        }
+        if let Some(image) = image {
+            self.json.extend_from_slice(br#""image":"#);
+            write_json_str(&mut self.json, image);
+            self.json.push(b',');
+        }
+        if let Some(policy) = image_pull_policy {
+            self.json.extend_from_slice(br#""imagePullPolicy":"#);
+            write_json_str(&mut self.json, policy);
+            self.json.push(b',');
+        }
+        self.json.extend_from_slice(br#""name":"#);
+        write_json_str(&mut self.json, name);
+        self.container_tail(resources, security_context, volume_mounts);
+    }
+
+    /// The fields after `name` of [`Self::container`], in k8s-openapi's order.
+    fn container_tail(
+        &mut self,
+        resources: &Option<ResourceRequirements>,
+        security_context: &Option<SecurityContext>,
+        volume_mounts: &Option<Vec<VolumeMount>>,
+    ) {
+        if let Some(resources) = resources {
+            self.json.extend_from_slice(br#","resources":"#);
+            self.value(resources);
+        }
+        if let Some(context) = security_context {
+            self.json.extend_from_slice(br#","securityContext":"#);
+            self.value(context);
+        }
+        if let Some(mounts) = volume_mounts {
+            self.json.extend_from_slice(br#","volumeMounts":["#);
+            for (i, mount) in mounts.iter().enumerate() {
+                if i > 0 {
+                    self.json.push(b',');
+                }
+                write_volume_mount(&mut self.json, mount);
+            }
+            self.json.push(b']');
+        }
+        self.json.push(b'}');
     }
 
     fn begin(&mut self, path: &str) {
@@ -269,16 +418,44 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-struct Members<'a>(&'a [(&'a str, &'a str)]);
-
-impl Serialize for Members<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
-            map.serialize_entry(k, v)?;
-        }
-        map.end()
+/// A volume mount as k8s-openapi serializes it (fields in its order, unset
+/// ones left out), strings through [`write_json_str`]: every injected review
+/// writes two.
+fn write_volume_mount(out: &mut Vec<u8>, mount: &VolumeMount) {
+    // Exhaustive: a new field is a compile error here.
+    let VolumeMount {
+        mount_path,
+        mount_propagation,
+        name,
+        read_only,
+        recursive_read_only,
+        sub_path,
+        sub_path_expr,
+    } = mount;
+    out.extend_from_slice(br#"{"mountPath":"#);
+    write_json_str(out, mount_path);
+    if let Some(v) = mount_propagation {
+        out.extend_from_slice(br#","mountPropagation":"#);
+        write_json_str(out, v);
     }
+    out.extend_from_slice(br#","name":"#);
+    write_json_str(out, name);
+    match read_only {
+        Some(true) => out.extend_from_slice(br#","readOnly":true"#),
+        Some(false) => out.extend_from_slice(br#","readOnly":false"#),
+        None => {}
+    }
+    for (key, value) in [
+        (&br#","recursiveReadOnly":"#[..], recursive_read_only),
+        (br#","subPath":"#, sub_path),
+        (br#","subPathExpr":"#, sub_path_expr),
+    ] {
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            write_json_str(out, value);
+        }
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]
@@ -301,7 +478,7 @@ mod tests {
             &serde_json::json!({"name": "A"}),
         );
         b.add("/metadata/annotations/a~1b", "x\"y");
-        b.add_object("/metadata/labels", &[("k", "v"), ("a", "b")]);
+        b.add_object("/metadata/labels", [("k", "v"), ("a", "b")]);
         let patch = b.build();
         assert_eq!(patch.len(), 4);
         let plain = EnvVar {
@@ -347,6 +524,98 @@ mod tests {
         direct.add_command("/spec/containers/0/command", &command);
         let mut generic = PatchBuilder::default();
         generic.add("/spec/containers/0/command", &command);
+        assert_eq!(direct.build(), generic.build());
+    }
+
+    /// Volume mounts and containers written directly are the bytes serde writes.
+    #[test]
+    fn mounts_and_containers_are_written_as_serde_writes_them() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let plain = VolumeMount {
+            mount_path: "/otel".into(),
+            name: "v".into(),
+            ..Default::default()
+        };
+        let full = VolumeMount {
+            mount_path: "/a\"b".into(),
+            mount_propagation: Some("HostToContainer".into()),
+            name: "n\n✓".into(),
+            read_only: Some(false),
+            recursive_read_only: Some("IfPossible".into()),
+            sub_path: Some("linux-amd64".into()),
+            sub_path_expr: Some("$(POD)".into()),
+        };
+        let read_only = VolumeMount {
+            read_only: Some(true),
+            ..plain.clone()
+        };
+        let init = Container {
+            name: "init".into(),
+            image: Some("img:1".into()),
+            command: Some(vec!["cp".into(), "-r".into(), "/a b/\"".into()]),
+            volume_mounts: Some(vec![plain.clone(), read_only.clone()]),
+            ..Default::default()
+        };
+        let mut limits = std::collections::BTreeMap::new();
+        limits.insert("cpu".to_owned(), Quantity("50m".into()));
+        let dressed = Container {
+            image_pull_policy: Some("IfNotPresent".into()),
+            resources: Some(ResourceRequirements {
+                limits: Some(limits),
+                ..Default::default()
+            }),
+            security_context: Some(SecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            }),
+            volume_mounts: Some(Vec::new()),
+            ..init.clone()
+        };
+        let other = Container {
+            working_dir: Some("/w".into()),
+            args: Some(vec!["x".into()]),
+            ..init.clone()
+        };
+        let bare = Container {
+            name: "c".into(),
+            ..Default::default()
+        };
+        for (exists, mount) in [(false, &plain), (true, &full), (true, &read_only)] {
+            let mut direct = PatchBuilder::default();
+            direct.append_mount("/m", exists, mount);
+            let mut generic = PatchBuilder::default();
+            generic.append("/m", exists, mount);
+            assert_eq!(direct.build(), generic.build(), "{mount:?}");
+        }
+        for (exists, container) in [
+            (false, &init),
+            (true, &dressed),
+            (true, &other),
+            (false, &bare),
+        ] {
+            let mut direct = PatchBuilder::default();
+            direct.append_container("/c", exists, container);
+            let mut generic = PatchBuilder::default();
+            generic.append("/c", exists, container);
+            assert_eq!(direct.build(), generic.build(), "{container:?}");
+        }
+    }
+
+    #[test]
+    fn objects_and_strings_are_written_as_serde_writes_them() {
+        let members = [("a/b", "x\"y"), ("k", "line\nbreak ✓"), ("", "")];
+        let mut direct = PatchBuilder::default();
+        direct.add_object("/o", members);
+        direct.add_object("/e", []);
+        direct.add_str("/s", "tab\there");
+        let mut generic = PatchBuilder::default();
+        let map: serde_json::Map<String, serde_json::Value> = members
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        generic.add("/o", &map);
+        generic.add("/e", &serde_json::Map::new());
+        generic.add("/s", "tab\there");
         assert_eq!(direct.build(), generic.build());
     }
 
