@@ -82,19 +82,47 @@ struct JsonFields<'a, 'w> {
 impl JsonFields<'_, '_> {
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                write_json_str(self.writer, field.name())?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+            self.result =
+                write_key(self.writer, field.name(), false).and_then(|()| value(self.writer));
+        }
+    }
+
+    /// A string field: `,"name":"value"` in three writes when the value needs
+    /// no escaping (every field of a decision line), not eight.
+    fn string_entry(&mut self, field: &Field, value: &str) {
+        if crate::inject::patch::needs_escaping(value) {
+            self.entry(field, |w| write_json_str(w, value));
+        } else if self.result.is_ok() {
+            self.result = write_key(self.writer, field.name(), true)
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
         }
     }
 }
 
+/// `,"name":` (and the opening quote of a string value) in one write: each
+/// write is a dynamic call into the line's buffer, and single characters of
+/// a dozen fields were ~1.8k instructions per decision line (callgrind).
+fn write_key(w: &mut Writer<'_>, name: &str, quote: bool) -> fmt::Result {
+    let tail: &[u8] = if quote { b"\":\"" } else { b"\":" };
+    let end = 2 + name.len() + tail.len();
+    let mut buf = [0u8; 64];
+    if end > buf.len() || crate::inject::patch::needs_escaping(name) {
+        w.write_char(',')?;
+        write_json_str(w, name)?;
+        w.write_char(':')?;
+        return if quote { w.write_char('"') } else { Ok(()) };
+    }
+    buf[..2].copy_from_slice(b",\"");
+    buf[2..2 + name.len()].copy_from_slice(name.as_bytes());
+    buf[2 + name.len()..end].copy_from_slice(tail);
+    // ASCII punctuation around a &str: always UTF-8.
+    w.write_str(std::str::from_utf8(&buf[..end]).map_err(|_| fmt::Error)?)
+}
+
 impl Visit for JsonFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_json_str(w, value));
+        self.string_entry(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -122,7 +150,7 @@ impl Visit for JsonFields<'_, '_> {
         // `%display` values and the message arrive here; they are rare
         // outside the message, which is usually a literal.
         let text = format!("{value:?}");
-        self.entry(field, |w| write_json_str(w, &text));
+        self.string_entry(field, &text);
     }
 }
 
@@ -179,6 +207,30 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
+    }
+
+    /// Field names too long for the one-write key, and odd ones, still come out whole.
+    #[test]
+    fn long_and_dotted_field_names_round_trip() {
+        let lines = lines_of(|| {
+            tracing::info!(
+                a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key = "long",
+                a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key_n = 3u64,
+                "dotted.name" = "d",
+                "m"
+            );
+        });
+        let line = &lines[0];
+        assert_eq!(
+            line["a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key"],
+            "long"
+        );
+        assert_eq!(
+            line["a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key_n"],
+            3
+        );
+        assert_eq!(line["dotted.name"], "d");
+        assert_eq!(line["message"], "m");
     }
 
     #[test]
