@@ -185,7 +185,7 @@ impl PatchBuilder {
     }
 
     /// An `add` of the container command at `path`. The guard's script
-    /// (~1.1 KB, ~50 quotes and newlines to escape) is the same in every
+    /// (623 characters, 10 newlines to escape) is the same in every
     /// wrapped command, so its JSON form is escaped once per process rather
     /// than once per review.
     pub fn add_command(&mut self, path: &str, command: &[String]) {
