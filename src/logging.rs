@@ -82,19 +82,44 @@ struct JsonFields<'a, 'w> {
 impl JsonFields<'_, '_> {
     fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_ok() {
-            self.result = (|| {
-                self.writer.write_char(',')?;
-                write_json_str(self.writer, field.name())?;
-                self.writer.write_char(':')?;
-                value(self.writer)
-            })();
+            self.result =
+                write_key(self.writer, field.name(), false).and_then(|()| value(self.writer));
+        }
+    }
+
+    /// A string field: `,"name":"value"` in three writes when the value needs
+    /// no escaping (every field of a decision line), not eight.
+    fn string_entry(&mut self, field: &Field, value: &str) {
+        if crate::inject::patch::needs_escaping(value) {
+            self.entry(field, |w| write_json_str(w, value));
+        } else if self.result.is_ok() {
+            self.result = write_key(self.writer, field.name(), true)
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'));
         }
     }
 }
 
+/// `,"name":` (and the opening quote of a string value) in three writes
+/// rather than five or six: each write is a dynamic call into the line's
+/// buffer, and single characters of a dozen fields were ~1.8k instructions
+/// per decision line (callgrind). (Gluing the key in a stack buffer first
+/// cost more: its UTF-8 check is ~90 instructions.)
+fn write_key(w: &mut Writer<'_>, name: &str, quote: bool) -> fmt::Result {
+    if crate::inject::patch::needs_escaping(name) {
+        w.write_char(',')?;
+        write_json_str(w, name)?;
+        w.write_char(':')?;
+        return if quote { w.write_char('"') } else { Ok(()) };
+    }
+    w.write_str(",\"")?;
+    w.write_str(name)?;
+    w.write_str(if quote { "\":\"" } else { "\":" })
+}
+
 impl Visit for JsonFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.entry(field, |w| write_json_str(w, value));
+        self.string_entry(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -122,7 +147,7 @@ impl Visit for JsonFields<'_, '_> {
         // `%display` values and the message arrive here; they are rare
         // outside the message, which is usually a literal.
         let text = format!("{value:?}");
-        self.entry(field, |w| write_json_str(w, &text));
+        self.string_entry(field, &text);
     }
 }
 
@@ -179,6 +204,30 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
+    }
+
+    /// Long and dotted field names come out whole.
+    #[test]
+    fn long_and_dotted_field_names_round_trip() {
+        let lines = lines_of(|| {
+            tracing::info!(
+                a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key = "long",
+                a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key_n = 3u64,
+                "dotted.name" = "d",
+                "m"
+            );
+        });
+        let line = &lines[0];
+        assert_eq!(
+            line["a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key"],
+            "long"
+        );
+        assert_eq!(
+            line["a_field_name_much_longer_than_the_sixty_four_byte_key_buffer_of_write_key_n"],
+            3
+        );
+        assert_eq!(line["dotted.name"], "d");
+        assert_eq!(line["message"], "m");
     }
 
     #[test]

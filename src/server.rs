@@ -110,11 +110,13 @@ async fn mutate(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
-        let ct = content_type
-            .to_str()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !ct.starts_with("application/json") {
+        let ct = content_type.to_str().unwrap_or_default();
+        // Compared in place: lowercasing a copy was an allocation per review.
+        let json = ct
+            .get(.."application/json".len())
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/json"));
+        if !json {
+            let ct = ct.to_ascii_lowercase();
             state.metrics.bad_request("unsupported-media-type");
             return error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -94,8 +94,10 @@ fn patch_output_applies_to_the_original_and_guards_container_indexes() {
         .expect("kubectl line");
     let patch_json = line
         .trim_start_matches("kubectl patch deployment cxtm-logstream -n cxtm --type=json -p '")
-        .trim_end_matches('\'');
-    let patch: json_patch::Patch = serde_json::from_str(patch_json).expect("patch json");
+        .trim_end_matches('\'')
+        // The shell's reading of a single-quoted word: `'\''` is a quote (the guard has some).
+        .replace("'\\''", "'");
+    let patch: json_patch::Patch = serde_json::from_str(&patch_json).expect("patch json");
     let mut doc = yaml_docs(&input).remove(0);
     json_patch::patch(&mut doc, &patch).expect("applies");
     let mutated = yaml_docs(

@@ -103,26 +103,27 @@ pub fn wrap(command: Option<&[String]>, mount_path: &str, wrapper: &CommandWrapp
 /// through `sitecustomize`, work the unguarded wrapper does and throws away
 /// at its `exec`. The wrapper needs nothing but the mount, which is on
 /// `PYTHONPATH`. Kept to syntax every Python 3.8+ reads.
-pub const GUARD: &str = r#"import os, sys
-if sys.path and not sys.path[0]:
-    del sys.path[0]
-w, a = sys.argv[1], sys.argv[2:]
-sys.argv = [w] + a
-try:
-    import runpy
-    runpy.run_path(w, run_name="__main__")
-    e = "it returned without starting the command"
-except BaseException as x:
-    e = "%s: %s" % (type(x).__name__, x)
-m = os.path.dirname(os.path.dirname(w))
-p = [d for d in os.environ.get("PYTHONPATH", "").split(os.pathsep) if d and d != m and not d.startswith(m + "/")]
-if p:
-    os.environ["PYTHONPATH"] = os.pathsep.join(p)
-else:
-    os.environ.pop("PYTHONPATH", None)
-sys.stderr.write("otel-injector: auto-instrumentation not started: %s does not run in Python %s (%s): %s; the application runs uninstrumented\n" % (w, sys.version.split()[0], sys.executable, e))
-sys.stderr.flush()
-os.execvp(a[0], a)
+///
+/// Written compactly (one statement per line where Python allows, single
+/// quotes, short names) because it travels in every wrapped container's
+/// command: each byte is JSON-escaped, base64-encoded and encrypted on every
+/// review (BENCHMARKS.md, "Instructions per review"). Line by line: drop the
+/// `-c` script's empty `sys.path` entry (the working directory) so the app's
+/// files cannot shadow the wrapper's imports; make `sys.argv` what the wrapper
+/// expects (`[wrapper, command...]`); run the wrapper, which execs the
+/// command and so returns only on failure; take the mount's entries (and
+/// empty ones) off `PYTHONPATH`, keeping the user's; say so once on stderr;
+/// exec the command as it was.
+pub const GUARD: &str = r#"import os,sys
+if sys.path[:1]==['']:del sys.path[0]
+del sys.argv[0];w,*a=sys.argv
+try:import runpy;runpy.run_path(w,run_name='__main__');e='it returned without starting the command'
+except BaseException as x:e='%s: %s'%(type(x).__name__,x)
+m=os.path.dirname(os.path.dirname(w))+'/';E=os.environ;P='PYTHONPATH'
+p=':'.join(d for d in E.pop(P,'').split(':')if d and not(d+'/').startswith(m))
+if p:E[P]=p
+print('otel-injector: auto-instrumentation not started: %s does not run in Python %s (%s): %s; the application runs uninstrumented'%(w,sys.version.split()[0],sys.executable,e),file=sys.stderr,flush=True)
+os.execvp(a[0],a)
 "#;
 
 #[cfg(test)]

@@ -293,11 +293,11 @@ fn instrument_container(
     };
     let mount = app_mount(settings, shared.request);
     let mut mounts_exist = container.volume_mounts.is_some();
-    patch.append(&path("volumeMounts"), mounts_exist, &mount);
+    patch.append_mount(&path("volumeMounts"), mounts_exist, &mount);
     mounts_exist = true;
     // The exporter's certificates, after ours as the operator mounts them.
     for tls in &plan.tls_mounts {
-        patch.append(&path("volumeMounts"), mounts_exist, tls);
+        patch.append_mount(&path("volumeMounts"), mounts_exist, tls);
     }
     let env = plan_env(container, shared, &plan.pythonpath);
     let user_pythonpath = plan.user_pythonpath_at.map(|i| (i, plan.pythonpath));
@@ -450,7 +450,7 @@ fn add_init_container(
         security_context,
         ..Default::default()
     };
-    patch.append(
+    patch.append_container(
         "/spec/initContainers",
         spec.init_containers.is_some(),
         &init,
@@ -559,10 +559,10 @@ fn status_annotations(
         return;
     }
     match existing {
-        None => patch.add_object("/metadata/annotations", &missing),
+        None => patch.add_object("/metadata/annotations", missing),
         Some(_) => {
             for (k, v) in missing {
-                patch.add(&pointer(["metadata", "annotations", k]), v);
+                patch.add_str(&pointer(["metadata", "annotations", k]), v);
             }
         }
     }
@@ -578,11 +578,14 @@ fn add_node_selector(
         return;
     }
     match existing {
-        None => patch.add("/spec/nodeSelector", wanted),
+        None => patch.add_object(
+            "/spec/nodeSelector",
+            wanted.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
         Some(existing) => {
             for (key, value) in wanted {
                 match existing.get(key) {
-                    None => patch.add(&pointer(["spec", "nodeSelector", key]), value),
+                    None => patch.add_str(&pointer(["spec", "nodeSelector", key]), value),
                     Some(v) if v == value => {}
                     Some(v) => warnings.push(format!(
                         "otel-injector: nodeSelector {key}={v} set by the pod is kept (config wants {key}={value})"
