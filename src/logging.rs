@@ -11,11 +11,9 @@
 
 use std::fmt;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -23,41 +21,18 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::LogFormat;
 
-/// The log writer thread's guard: dropping it writes out what is queued.
-static WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
-
 /// Installs the global subscriber: `RUST_LOG` if set, else `level`, to stderr.
-///
-/// Lines are formatted on the calling thread and written by a thread of its
-/// own, in batches (one `write` per batch, not per line): an admission never
-/// waits on stderr, and a full pipe to the container runtime drops lines
-/// rather than stalling reviews (the writer is lossy past 128k queued lines).
-/// Call [`flush`] before the process exits.
 pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .thread_name("log-writer")
-        .finish(std::io::BufWriter::new(std::io::stderr()));
-    if let Ok(mut slot) = WRITER.lock() {
-        *slot = Some(guard);
-    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in log files.
         .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Json => builder.event_format(JsonLines).init(),
         LogFormat::Text => builder.init(),
     }
-}
-
-/// Writes out every queued line and stops the writer thread. Later events
-/// are dropped; call it last, before `main` returns or the process exits.
-pub fn flush() {
-    let guard = WRITER.lock().ok().and_then(|mut slot| slot.take());
-    drop(guard);
 }
 
 /// A [`FormatEvent`] writing each event as one JSON object on one line.

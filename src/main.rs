@@ -40,16 +40,11 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(otel_injector::run::status(&args))),
     };
-    let failure = result.err().map(|e| format!("{e:#}"));
-    if let Some(e) = &failure {
-        tracing::error!("{e}");
-    }
-    // The log's last lines before the plain error line, as before.
-    otel_injector::logging::flush();
-    match failure {
-        None => std::process::ExitCode::SUCCESS,
-        Some(e) => {
-            eprintln!("error: {e}");
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

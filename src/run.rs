@@ -229,7 +229,6 @@ async fn drain_on_signal(readiness: Arc<Readiness>, delay: Duration) {
     tokio::spawn(async {
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");
-        crate::logging::flush();
         std::process::exit(1);
     });
     tokio::time::sleep(delay).await;
