@@ -160,12 +160,7 @@ impl PatchBuilder {
         } else {
             self.begin(path);
             self.json.push(b'[');
-            for (i, var) in vars.iter().enumerate() {
-                if i > 0 {
-                    self.json.push(b',');
-                }
-                self.env_var(var);
-            }
+            self.list(vars, Self::env_var);
             self.json.extend_from_slice(b"]}");
         }
     }
@@ -191,16 +186,13 @@ impl PatchBuilder {
     pub fn add_command(&mut self, path: &str, command: &[String]) {
         self.begin(path);
         self.json.push(b'[');
-        for (i, arg) in command.iter().enumerate() {
-            if i > 0 {
-                self.json.push(b',');
-            }
+        self.list(command, |b, arg| {
             if arg == GUARD {
-                self.json.extend_from_slice(guard_json());
+                b.json.extend_from_slice(guard_json());
             } else {
-                write_json_str(&mut self.json, arg);
+                write_json_str(&mut b.json, arg);
             }
-        }
+        });
         self.json.extend_from_slice(b"]}");
     }
 
@@ -221,14 +213,11 @@ impl PatchBuilder {
     ) {
         self.begin(path);
         self.json.push(b'{');
-        for (i, (key, value)) in members.into_iter().enumerate() {
-            if i > 0 {
-                self.json.push(b',');
-            }
-            write_json_str(&mut self.json, key);
-            self.json.push(b':');
-            write_json_str(&mut self.json, value);
-        }
+        self.list(members, |b, (key, value)| {
+            write_json_str(&mut b.json, key);
+            b.json.push(b':');
+            write_json_str(&mut b.json, value);
+        });
         self.json.extend_from_slice(b"}}");
     }
 
@@ -291,12 +280,7 @@ impl PatchBuilder {
         self.json.push(b'{');
         if let Some(command) = command {
             self.json.extend_from_slice(br#""command":["#);
-            for (i, arg) in command.iter().enumerate() {
-                if i > 0 {
-                    self.json.push(b',');
-                }
-                write_json_str(&mut self.json, arg);
-            }
+            self.list(command, |b, arg| write_json_str(&mut b.json, arg));
             self.json.extend_from_slice(b"],");
         }
         if let Some(image) = image {
@@ -331,12 +315,7 @@ impl PatchBuilder {
         }
         if let Some(mounts) = volume_mounts {
             self.json.extend_from_slice(br#","volumeMounts":["#);
-            for (i, mount) in mounts.iter().enumerate() {
-                if i > 0 {
-                    self.json.push(b',');
-                }
-                write_volume_mount(&mut self.json, mount);
-            }
+            self.list(mounts, |b, mount| write_volume_mount(&mut b.json, mount));
             self.json.push(b']');
         }
         self.json.push(b'}');
@@ -344,6 +323,17 @@ impl PatchBuilder {
 
     fn begin(&mut self, path: &str) {
         self.begin_with(path, "");
+    }
+
+    /// `items` written by `item`, separated by commas (the brackets are
+    /// the caller's).
+    fn list<T>(&mut self, items: impl IntoIterator<Item = T>, mut item: impl FnMut(&mut Self, T)) {
+        for (i, x) in items.into_iter().enumerate() {
+            if i > 0 {
+                self.json.push(b',');
+            }
+            item(self, x);
+        }
     }
 
     fn begin_with(&mut self, path: &str, suffix: &str) {
