@@ -69,17 +69,17 @@ fn image_volume_timings() -> bool {
 }
 
 fn start() -> Cluster {
-    let images = "pause autoinstrumentation-python cxtm-logstream cxtm-web";
+    let images = [
+        "pause",
+        "autoinstrumentation-python",
+        "cxtm-logstream",
+        "cxtm-web",
+    ];
     let (plane, node) = if image_volume_timings() {
-        let plane = ControlPlane::up_with(
-            "node",
-            &[("APISERVER_EXTRA_ARGS", "--feature-gates=ImageVolume=true")],
-        );
-        let node = Node::up_with(&plane, &[("NODE_IMAGES", images), ("NODE_CONTAINERD", "2")]);
-        (plane, node)
+        Node::up_image_volume("node", &images)
     } else {
         let plane = ControlPlane::up("node");
-        let node = Node::up_with(&plane, &[("NODE_IMAGES", images)]);
+        let node = Node::up_with_images(&plane, &images);
         (plane, node)
     };
     let receiver = OtlpReceiver::start();

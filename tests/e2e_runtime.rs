@@ -98,16 +98,7 @@ impl Matrix {
     fn start(image_volume: bool) -> Matrix {
         let started = Instant::now();
         let (plane, node) = if image_volume {
-            let plane = ControlPlane::up_with(
-                "runtime-iv",
-                &[("APISERVER_EXTRA_ARGS", "--feature-gates=ImageVolume=true")],
-            );
-            let images = IMAGES.join(" ");
-            let node = Node::up_with(
-                &plane,
-                &[("NODE_IMAGES", &images), ("NODE_CONTAINERD", "2")],
-            );
-            (plane, node)
+            Node::up_image_volume("runtime-iv", IMAGES)
         } else {
             let plane = ControlPlane::up("runtime");
             let node = Node::up_with_images(&plane, IMAGES);

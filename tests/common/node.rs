@@ -45,6 +45,23 @@ impl Node {
         )
     }
 
+    /// A control plane and a node that can mount image volumes
+    /// (docs/delivery.md): the API server with `ImageVolume` on, and the node
+    /// on containerd 2 (`NODE_CONTAINERD=2`, which turns on the kubelet's
+    /// gate), with only `images` imported.
+    pub fn up_image_volume(plane_name: &str, images: &[&str]) -> (ControlPlane, Node) {
+        let plane = ControlPlane::up_with(
+            plane_name,
+            &[("APISERVER_EXTRA_ARGS", "--feature-gates=ImageVolume=true")],
+        );
+        let images = images.join(" ");
+        let node = Self::up_with(
+            &plane,
+            &[("NODE_IMAGES", &images), ("NODE_CONTAINERD", "2")],
+        );
+        (plane, node)
+    }
+
     /// [`Node::up`] with more environment for tests/node/up (e.g.
     /// `NODE_POD_NETWORK=bridge`, `NODE_IMAGES`).
     pub fn up_with(plane: &ControlPlane, env: &[(&str, &str)]) -> Node {
