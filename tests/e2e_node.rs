@@ -72,6 +72,7 @@ fn start() -> Cluster {
     let images = [
         "pause",
         "autoinstrumentation-python",
+        "autoinstrumentation-python-multi",
         "cxtm-logstream",
         "cxtm-web",
     ];
@@ -85,6 +86,9 @@ fn start() -> Cluster {
     let receiver = OtlpReceiver::start();
     let config = config_for(&receiver);
     let config_path = config.path().to_str().expect("config path").to_owned();
+    // Before the webhook starts, so its index watches Instrumentations from
+    // the start ([`timings`] names one for our image).
+    plane.install_instrumentation_crd();
     let webhook = Webhook::start(&plane, &["--config", &config_path]);
     plane.namespace("cxtm", &[]);
     plane.namespace("elsewhere", &[]);
@@ -518,141 +522,270 @@ fn webhook_down_during_rollout(cluster: &mut Cluster, app: &App) {
     }
 }
 
-/// Item 5 of the issue, measured (never asserted): pod create → Ready with
-/// and without injection, split into create → init done → app container
-/// started → Ready, and Ready → first span. `NODE_TIMING_RUNS` (default 3)
-/// pods of each kind, one at a time; medians printed.
+/// One kind of pod [`timings`] starts: a column of its table.
+struct Kind {
+    /// Column heading (the legend under the table spells it out).
+    label: &'static str,
+    legend: &'static str,
+    annotations: &'static [(&'static str, &'static str)],
+    command: &'static [&'static str],
+    delivery: Delivery,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Plain,
+    InitContainer,
+    ImageVolume,
+}
+
+const INJECT: &str = "instrumentation.opentelemetry.io/inject-python";
+const DELIVERY: &str = "otel-injector.io/delivery";
+const RUN: &[&str] = &["python", "run.py"];
+/// The Instrumentation [`timings`] creates for our own image.
+const OURS: &str = "ours";
+const MULTI_IMAGE: &str = "docker.io/local/autoinstrumentation-python-multi:0.54b1";
+
+/// Every kind [`timings`] compares, in the order they start in each round.
+/// "op" is the operator's image (the default `image`: timestamp pycs, made
+/// stale by the init container's `cp -r`); "ours" is images/autoinstrumentation-python
+/// (issue 24 items 3 and 4: unchecked-hash pycs, no pip bookkeeping).
+const KINDS: &[Kind] = &[
+    Kind {
+        label: "plain",
+        legend: "not injected (inject-python: \"false\")",
+        annotations: &[(INJECT, "false")],
+        command: RUN,
+        delivery: Delivery::Plain,
+    },
+    Kind {
+        label: "init/op",
+        legend: "initContainer, the operator's image (the default)",
+        annotations: &[],
+        command: RUN,
+        delivery: Delivery::InitContainer,
+    },
+    Kind {
+        label: "init/ours",
+        legend: "initContainer, our multi-version image",
+        annotations: &[(INJECT, OURS)],
+        command: RUN,
+        delivery: Delivery::InitContainer,
+    },
+    // The seed's bare wrapper (no guard) is the default injected pod with the
+    // seed's hand-made command already in it, so the webhook does not wrap it
+    // again: what the guard's `-S` saves shows in app started -> Ready.
+    Kind {
+        label: "bare/op",
+        legend: "initContainer, operator image, the seed's hand-made wrapper",
+        annotations: &[],
+        command: &[
+            "python3",
+            "/otel-auto-instrumentation/bin/opentelemetry-instrument",
+            "python",
+            "run.py",
+        ],
+        delivery: Delivery::InitContainer,
+    },
+    Kind {
+        label: "vol/op",
+        legend: "imageVolume, the operator's image",
+        annotations: &[(DELIVERY, "imageVolume")],
+        command: RUN,
+        delivery: Delivery::ImageVolume,
+    },
+    Kind {
+        label: "vol/ours",
+        legend: "imageVolume, our multi-version image",
+        annotations: &[(INJECT, OURS), (DELIVERY, "imageVolume")],
+        command: RUN,
+        delivery: Delivery::ImageVolume,
+    },
+];
+
+/// The rows of [`timings`]' table, in print order.
+const PHASES: [&str; 7] = [
+    "create -> init container done",
+    "init done -> app started",
+    "create -> app started",
+    "app started -> Ready",
+    "create -> Ready",
+    "Ready -> first span",
+    "create -> first span",
+];
+
+/// An Instrumentation that gives the pods naming it our multi-version image,
+/// the same exporter as the webhook's config otherwise.
+fn our_image_instrumentation(receiver: &OtlpReceiver) -> Value {
+    serde_json::json!({
+        "apiVersion": "opentelemetry.io/v1alpha1",
+        "kind": "Instrumentation",
+        "metadata": {"name": OURS, "namespace": "cxtm"},
+        "spec": {
+            "exporter": {"endpoint": receiver.endpoint()},
+            "python": {
+                "image": MULTI_IMAGE,
+                "env": [{"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"}],
+            },
+        },
+    })
+}
+
+/// Issue 24's measure (never asserted): pod create → Ready for every
+/// [`KINDS`], split into create → init done → app started → Ready, then
+/// Ready → first span and the app's RSS. `NODE_TIMING_RUNS` (default 3)
+/// rounds, one pod at a time, kinds alternating; medians printed.
 fn timings(cluster: &Cluster) {
     let runs: usize = std::env::var("NODE_TIMING_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
+    cluster.apply(&our_image_instrumentation(&cluster.receiver));
+    let kinds: Vec<&Kind> = KINDS
+        .iter()
+        .filter(|k| k.delivery != Delivery::ImageVolume || image_volume_timings())
+        .collect();
     let watch = PodWatch::start(&cluster.plane, "cxtm");
-    let mut rows: Vec<(&str, Vec<Duration>)> = vec![
-        ("plain: create -> app started", vec![]),
-        ("plain: app started -> Ready", vec![]),
-        ("plain: create -> Ready", vec![]),
-        ("injected: create -> init container done", vec![]),
-        ("injected: init done -> app started", vec![]),
-        ("injected: app started -> Ready", vec![]),
-        ("injected: create -> Ready", vec![]),
-        (
-            "injected: Ready -> first span (request sent once rollout says Ready)",
-            vec![],
-        ),
-        ("seed's bare wrapper: app started -> Ready", vec![]),
-        ("seed's bare wrapper: create -> Ready", vec![]),
-        ("imageVolume: app started -> Ready", vec![]),
-        ("imageVolume: create -> Ready", vec![]),
-        ("imageVolume: Ready -> first span", vec![]),
-        ("injected: create -> first span", vec![]),
-        ("imageVolume: create -> first span", vec![]),
-    ];
-    let mut rss: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
-    let kinds: &[&str] = if image_volume_timings() {
-        &["plain", "injected", "bare", "imageVolume"]
-    } else {
-        &["plain", "injected", "bare"]
-    };
-    // The seed's bare wrapper (no guard) is the same injected pod with the
-    // seed's hand-made command already in it, so the webhook does not wrap
-    // it again: what the guard's `-S` saves shows in app started -> Ready.
-    let bare = [
-        "python3",
-        "/otel-auto-instrumentation/bin/opentelemetry-instrument",
-        "python",
-        "run.py",
-    ];
+    // samples[kind][phase], and the app's RSS per kind.
+    let mut samples = vec![vec![Vec::new(); PHASES.len()]; kinds.len()];
+    let mut rss: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
     for run in 0..runs {
-        for &kind in kinds {
-            let inject = kind != "plain";
-            let name = format!("timing-{}-{run}", kind.to_lowercase());
-            let command: &[&str] = if kind == "bare" {
-                &bare
-            } else {
-                &["python", "run.py"]
-            };
-            let mut app = App::new(&name, "cxtm", LOGSTREAM_IMAGE).command(command);
-            if !inject {
-                app = app.pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
-            }
-            if kind == "imageVolume" {
-                app = app.pod_annotation("otel-injector.io/delivery", "imageVolume");
+        for (k, kind) in kinds.iter().enumerate() {
+            let name = format!("timing-{}-{run}", kind.label.replace('/', "-"));
+            let mut app = App::new(&name, "cxtm", LOGSTREAM_IMAGE).command(kind.command);
+            for (key, value) in kind.annotations {
+                app = app.pod_annotation(key, value);
             }
             cluster.apply(&app.deployment());
             let pod = rollout(&cluster.plane, "cxtm", &name);
-            let t = eventually(
-                "the watch saw the pod Ready",
-                Duration::from_secs(10),
-                || {
-                    let t = watch.get(&pod_name(&pod));
-                    (t.created.is_some() && t.started.is_some() && t.ready.is_some()).then_some(t)
-                },
-            );
-            let (created, started, ready) = (
-                t.created.expect("created"),
-                t.started.expect("started"),
-                t.ready.expect("ready"),
-            );
-            if kind == "bare" {
-                rows[8].1.push(ready.saturating_duration_since(started));
-                rows[9].1.push(ready - created);
-            } else if kind == "imageVolume" {
-                assert_image_volume_delivery(&pod);
-                rows[10].1.push(ready.saturating_duration_since(started));
-                rows[11].1.push(ready - created);
-                let id = format!("{name}-first");
-                drive_logstream(&app, std::slice::from_ref(&id));
-                cluster.receiver.wait_for("the first span", TELEMETRY, |r| {
-                    (!spans_for(r, &id).is_empty()).then_some(())
-                });
-                rows[12].1.push(ready.elapsed());
-                rows[14].1.push(created.elapsed());
-            } else if inject {
-                let init_done = t
-                    .init_done
-                    .expect("the watch saw the init container complete");
-                rows[3].1.push(init_done - created);
-                rows[4].1.push(started.saturating_duration_since(init_done));
-                rows[5].1.push(ready.saturating_duration_since(started));
-                rows[6].1.push(ready - created);
-                let id = format!("{name}-first");
-                drive_logstream(&app, std::slice::from_ref(&id));
-                cluster.receiver.wait_for("the first span", TELEMETRY, |r| {
-                    (!spans_for(r, &id).is_empty()).then_some(())
-                });
-                rows[7].1.push(ready.elapsed());
-                rows[13].1.push(created.elapsed());
-            } else {
-                rows[0].1.push(started - created);
-                rows[1].1.push(ready.saturating_duration_since(started));
-                rows[2].1.push(ready - created);
-                // One request, as the injected kinds serve one before theirs.
-                drive_logstream(&app, &[format!("{name}-first")]);
+            let phases = time_pod(cluster, &watch, kind, &app, &pod);
+            for (into, value) in samples[k].iter_mut().zip(phases) {
+                into.extend(value);
             }
-            if let Some(kib) = listener_rss_kib(app.port) {
-                rss.entry(kind).or_default().push(kib);
-            }
+            rss[k].extend(listener_rss_kib(app.port));
             cluster.plane.kubectl(
                 &["delete", "deployment", "-n", "cxtm", &name, "--wait=false"],
                 None,
             );
         }
     }
-    eprintln!("timings, medians of {runs} pod(s) each (ms):");
-    // Rows of a kind not run (imageVolume by default) are left out.
-    for (what, xs) in rows.into_iter().filter(|(_, xs)| !xs.is_empty()) {
-        eprintln!("  {what:<62} {:>6}", median(xs).as_millis());
-    }
-    eprintln!("app RSS after its first request, medians (MiB; the process on the app's port):");
-    for (kind, mut kib) in rss {
-        kib.sort_unstable();
-        let mid = kib[kib.len() / 2];
-        eprintln!(
-            "  {kind:<12} {:>7.1}  (of {})",
-            mid as f64 / 1024.0,
-            kib.len()
+    print_timings(runs, &kinds, samples, rss);
+}
+
+/// The [`PHASES`] of one Ready pod of `kind`, `None` where a phase does not
+/// apply. Checks first that the pod got the delivery it was timed for (a
+/// fallback would time the wrong thing), and for injected pods sends one
+/// request and waits for its span.
+fn time_pod(
+    cluster: &Cluster,
+    watch: &PodWatch,
+    kind: &Kind,
+    app: &App,
+    pod: &Value,
+) -> [Option<Duration>; 7] {
+    let t = eventually(
+        "the watch saw the pod Ready",
+        Duration::from_secs(10),
+        || {
+            let t = watch.get(&pod_name(pod));
+            (t.created.is_some() && t.started.is_some() && t.ready.is_some()).then_some(t)
+        },
+    );
+    let (created, started, ready) = (
+        t.created.expect("created"),
+        t.started.expect("started"),
+        t.ready.expect("ready"),
+    );
+    let init_done = match kind.delivery {
+        Delivery::InitContainer => Some(
+            t.init_done
+                .expect("the watch saw the init container complete"),
+        ),
+        Delivery::ImageVolume => {
+            assert_image_volume_delivery(pod);
+            None
+        }
+        Delivery::Plain => None,
+    };
+    if kind.annotations.contains(&(INJECT, OURS)) {
+        assert_eq!(
+            pod_auto_image(pod).as_deref(),
+            Some(MULTI_IMAGE),
+            "{} delivers our image",
+            kind.label
         );
+    }
+    let id = format!("{}-first", pod_name(pod));
+    drive_logstream(app, std::slice::from_ref(&id));
+    let (to_span, created_to_span) = if kind.delivery == Delivery::Plain {
+        (None, None)
+    } else {
+        cluster.receiver.wait_for("the first span", TELEMETRY, |r| {
+            (!spans_for(r, &id).is_empty()).then_some(())
+        });
+        (Some(ready.elapsed()), Some(created.elapsed()))
+    };
+    [
+        init_done.map(|d| d - created),
+        init_done.map(|d| started.saturating_duration_since(d)),
+        Some(started - created),
+        Some(ready.saturating_duration_since(started)),
+        Some(ready - created),
+        to_span,
+        created_to_span,
+    ]
+}
+
+/// The image the pod's instrumentation comes from: its init container's, or
+/// its image volume's.
+fn pod_auto_image(pod: &Value) -> Option<String> {
+    let spec = &pod["spec"];
+    let init = spec["initContainers"].as_array().into_iter().flatten();
+    let volumes = spec["volumes"].as_array().into_iter().flatten();
+    init.filter(|c| c["name"] == INIT)
+        .map(|c| &c["image"])
+        .chain(volumes.map(|v| &v["image"]["reference"]))
+        .find_map(|i| i.as_str().map(str::to_owned))
+}
+
+fn print_timings(runs: usize, kinds: &[&Kind], samples: Vec<Vec<Vec<Duration>>>, rss: Vec<Vec<u64>>) {
+    eprintln!("timings, medians of {runs} pod(s) each (ms):");
+    let mut header = format!("  {:<32}", "");
+    for kind in kinds {
+        header.push_str(&format!(" {:>10}", kind.label));
+    }
+    eprintln!("{header}");
+    let mut columns: Vec<Vec<String>> = samples
+        .into_iter()
+        .map(|phases| {
+            phases
+                .into_iter()
+                .map(|xs| match xs.is_empty() {
+                    true => "-".to_owned(),
+                    false => median(xs).as_millis().to_string(),
+                })
+                .collect()
+        })
+        .collect();
+    for (p, phase) in PHASES.iter().enumerate() {
+        let mut line = format!("  {phase:<32}");
+        for column in &mut columns {
+            line.push_str(&format!(" {:>10}", std::mem::take(&mut column[p])));
+        }
+        eprintln!("{line}");
+    }
+    // RSS is read from /proc and may be missing: a figure, never a condition.
+    let mut line = format!("  {:<32}", "app RSS after one request (MiB)");
+    for mut kib in rss {
+        kib.sort_unstable();
+        let cell = kib
+            .get(kib.len() / 2)
+            .map_or("-".to_owned(), |k| format!("{:.1}", *k as f64 / 1024.0));
+        line.push_str(&format!(" {cell:>10}"));
+    }
+    eprintln!("{line}");
+    for kind in kinds {
+        eprintln!("  {:<10} {}", kind.label, kind.legend);
     }
 }
 
