@@ -748,7 +748,12 @@ fn pod_auto_image(pod: &Value) -> Option<String> {
         .find_map(|i| i.as_str().map(str::to_owned))
 }
 
-fn print_timings(runs: usize, kinds: &[&Kind], samples: Vec<Vec<Vec<Duration>>>, rss: Vec<Vec<u64>>) {
+fn print_timings(
+    runs: usize,
+    kinds: &[&Kind],
+    samples: Vec<Vec<Vec<Duration>>>,
+    rss: Vec<Vec<u64>>,
+) {
     eprintln!("timings, medians of {runs} pod(s) each (ms):");
     let mut header = format!("  {:<32}", "");
     for kind in kinds {
