@@ -391,7 +391,7 @@ fn opt_outs_send_nothing(cluster: &Cluster) -> String {
         App::new("quiet-elsewhere", "elsewhere", LOGSTREAM_IMAGE).command(&["python", "run.py"]);
     let opted_out = App::new("quiet-optout", "cxtm", LOGSTREAM_IMAGE)
         .command(&["python", "run.py"])
-        .pod_annotation("instrumentation.opentelemetry.io/inject-python", "false");
+        .pod_annotation(INJECT, "false");
     let mut quiet_pod = String::new();
     for app in [&elsewhere, &opted_out] {
         cluster.apply(&app.deployment());
@@ -544,7 +544,6 @@ const DELIVERY: &str = "otel-injector.io/delivery";
 const RUN: &[&str] = &["python", "run.py"];
 /// The Instrumentation [`timings`] creates for our own image.
 const OURS: &str = "ours";
-const MULTI_IMAGE: &str = "docker.io/local/autoinstrumentation-python-multi:0.54b1";
 
 /// Every kind [`timings`] compares, in the order they start in each round.
 /// "op" is the operator's image (the default `image`: timestamp pycs, made
@@ -624,7 +623,7 @@ fn our_image_instrumentation(receiver: &OtlpReceiver) -> Value {
         "spec": {
             "exporter": {"endpoint": receiver.endpoint()},
             "python": {
-                "image": MULTI_IMAGE,
+                "image": MULTI_AUTO_IMAGE,
                 "env": [{"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": "http/protobuf"}],
             },
         },
@@ -710,7 +709,7 @@ fn time_pod(
     if kind.annotations.contains(&(INJECT, OURS)) {
         assert_eq!(
             pod_auto_image(pod).as_deref(),
-            Some(MULTI_IMAGE),
+            Some(MULTI_AUTO_IMAGE),
             "{} delivers our image",
             kind.label
         );

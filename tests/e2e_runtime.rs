@@ -55,7 +55,7 @@ impl Auto {
             Auto::Operator => {
                 "ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-python:0.54b1"
             }
-            Auto::Multi => "docker.io/local/autoinstrumentation-python-multi:0.54b1",
+            Auto::Multi => MULTI_AUTO_IMAGE,
         }
     }
     fn tag(self) -> &'static str {

@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 
 use super::cluster::{ControlPlane, free_port, repo};
 
+/// The multi-version auto-instrumentation image of
+/// images/autoinstrumentation-python, as tests/images/build tags it.
+pub const MULTI_AUTO_IMAGE: &str = "docker.io/local/autoinstrumentation-python-multi:0.54b1";
+
 pub struct Node {
     pub env: HashMap<String, String>,
     state_dir: PathBuf,
